@@ -9,8 +9,25 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(folder: str | os.PathLike) -> None:
+    """Give a staged folder (``mkdtemp`` makes it 0700) and the files in it the modes a plain
+    ``mkdir``/``open`` would have, before it is renamed into place."""
+    mask = _current_umask()
+    folder = Path(folder)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.iterdir():
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -31,6 +48,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():  # mkstemp makes owner-only files; give the result the usual mode
+            os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -7,11 +7,18 @@ template: one row per test item with ``label`` and ``pred`` class names), ``plot
 Top-level metrics are computed on the pooled predictions of all runs (for ESC-50's folds that is
 the usual cross-validated figure; for several seeds it averages their behaviour), with bootstrap
 intervals over patients; ``<metric>_mean`` / ``<metric>_std`` summarise the spread across runs.
+
+With runs on two or more cross-validation folds (``models/<arch>/<k>/seed<s>``, e.g. ESC-50's five)
+the headline metrics (:data:`FOLD_METRICS`) are also summarised per fold: each fold's value is the
+mean over its seeds, ``<metric>_fold_mean`` / ``<metric>_fold_std`` are the mean and sample
+standard deviation (ddof=1) over folds (the "mean ± sd over 5 folds" of ESC-50 papers), and
+``folds`` holds the per-fold values.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,44 @@ from lungpipe.errors import DataError
 class EvaluationConfig:
     n_boot: int = 1000
     seed: int = 0
+
+
+#: Metrics summarised per cross-validation fold, per metric task.
+FOLD_METRICS: dict[str, tuple[str, ...]] = {
+    "icbhi": ("score", "sp", "se", "accuracy", "macro_f1"),
+    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1"),
+}
+
+
+def _fold_order(fold: str) -> tuple[int, int | str]:
+    return (0, int(fold)) if fold.isdigit() else (1, fold)
+
+
+def fold_summary(per_run: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+    """Mean ± sd over folds of ``metrics``, from per-run metrics keyed ``<fold>/seed<k>``.
+
+    A fold's value is the mean over its seeds (undefined values left out); the std over folds is
+    the sample std (ddof=1), None with fewer than two defined folds. Returns ``n_folds``,
+    ``<metric>_fold_mean``, ``<metric>_fold_std`` and ``folds`` ({fold: {metric: value}}).
+    """
+    by_fold: dict[str, list[Mapping[str, Any]]] = {}
+    for key, values in per_run.items():
+        by_fold.setdefault(key.split("/", 1)[0], []).append(values)
+    folds = sorted(by_fold, key=_fold_order)
+    table: dict[str, dict[str, Any]] = {}
+    for fold in folds:
+        row: dict[str, Any] = {"n_runs": len(by_fold[fold])}
+        for name in metrics:
+            vals = [float(r[name]) for r in by_fold[fold] if r.get(name) is not None]
+            row[name] = float(np.mean(vals)) if vals else None
+        table[fold] = row
+    out: dict[str, Any] = {"n_folds": len(folds)}
+    for name in metrics:
+        vals = np.array([table[f][name] for f in folds if table[f][name] is not None], dtype=np.float64)
+        out[f"{name}_fold_mean"] = float(vals.mean()) if vals.size else None
+        out[f"{name}_fold_std"] = float(vals.std(ddof=1)) if vals.size >= 2 else None
+    out["folds"] = table
+    return out
 
 
 def find_runs(models_dir: Path) -> list[Path]:
@@ -64,6 +109,9 @@ def evaluate_architecture(arch: str, models_dir: Path, metrics_path: Path, plots
     result: dict[str, Any] = {key: overall[key] for key in scalars}
     result.update({f"{key}{end}": overall.get(f"{key}{end}") for key in scalars for end in ("_ci_low", "_ci_high")})
     result.update({key: v for key, v in summarize_seeds(per_run.values()).items()})
+    if len({key.split("/", 1)[0] for key in per_run}) >= 2:  # cross-validation: mean ± sd over folds
+        wanted = [m for m in FOLD_METRICS.get(task, ("accuracy",)) if m in scalars]
+        result.update(fold_summary(per_run, wanted))
     result.update({"architecture": arch, "selection": selection, "n_runs": len(runs),
                    "confusion": overall["confusion"], "runs": per_run})
     if selection == "test":

@@ -140,6 +140,30 @@ def _resolve_classes(task: str, num_classes: int | None,
     return num_classes, names, keys
 
 
+#: The validation metric ``"auto"`` stands for, per metric task.
+AUTO_METRIC = {"icbhi": "score", "multiclass": "macro_f1"}
+#: Metrics only the ICBHI task computes.
+ICBHI_ONLY_METRICS = frozenset({"score", "sp", "se", "score_2class", "sp_2class", "se_2class"})
+
+
+def resolve_metric(name: str, task: str, where: str = "selection_metric") -> str:
+    """The metric ``name`` means for ``task``: ``"auto"`` → the task's headline metric (ICBHI Score;
+    macro-F1 for multiclass tasks). An ICBHI-only metric on a multiclass task is a ConfigError
+    naming ``where``, raised before any training."""
+    from lungpipe.config import ConfigError
+
+    if task not in AUTO_METRIC:
+        raise ConfigError(f"{where}: unknown metric task {task!r}; expected one of {sorted(AUTO_METRIC)}")
+    if name == "auto":
+        return AUTO_METRIC[task]
+    if task != "icbhi" and name in ICBHI_ONLY_METRICS:
+        raise ConfigError(
+            f"{where}: {name!r} is an ICBHI cycle metric, but this dataset is scored with multiclass metrics; "
+            "use auto, accuracy, balanced_accuracy or macro_f1"
+        )
+    return name
+
+
 def class_key(name: str) -> str:
     """The form of a class name used in metric keys: lower case, runs of other characters → ``_``.
 

@@ -47,7 +47,7 @@ class TuningConfig:
     pruner: str = "median"  # median | hyperband | none
     storage: str | None = None
     heartbeat_interval: int = 60  # RDB storages: stale trials of a killed worker are failed
-    metric: str = "score"
+    metric: str = "auto"  # validation metric to maximise (auto: ICBHI Score, or macro-F1 for multiclass)
 
 
 def parse_space(arch: str, space: Mapping[str, Any], base_train: Mapping[str, Any],
@@ -153,6 +153,9 @@ class Objective:
     """Optuna objective: train with suggested values, report the validation metric per epoch."""
 
     def __init__(self, job: TuneJob, cfg: TuningConfig):
+        from lungpipe.metrics import resolve_metric
+
+        cfg = dataclasses.replace(cfg, metric=resolve_metric(cfg.metric, job.metric_task, "tuning.metric"))
         self.job, self.cfg = job, cfg
         base = arch_settings(job.params, job.arch)
         self.space = parse_space(

@@ -1,8 +1,10 @@
 """DVC stage `download`: obtain the raw dataset folder data/raw.
 
-- data.source synth (default): write the embedded synthetic ICBHI-shaped dataset.
-- icbhi / esc50 / diagnosis: download the public files (SHA-256 verified, resumable; partial and
-  finished downloads are kept in data/downloads/, outside DVC's cache) and extract them.
+`data.source` picks the dataset (see `lungpipe data sources`); its options live in `data.<section>`
+(`data.synth` for the default synthetic ICBHI-shaped set, else `data.<source>`).
+- synthetic sources (synth, icbhi_synth, esc50_synth, diagnosis_synth): the folder is generated.
+- icbhi / esc50 / diagnosis: the public files are downloaded (SHA-256 verified, resumable; partial
+  and finished downloads are kept in data/downloads/, outside DVC's cache) and extracted.
 The folder is assembled under a temporary name and renamed at the end, so an interrupted run
 never leaves a half raw folder.
 """
@@ -20,12 +22,13 @@ def main() -> None:
     data = params["data"]
 
     from lungpipe.atomic import atomic_path
-    from lungpipe.config import from_dict
     from lungpipe.data.archive import archive_kind, extract_archive
     from lungpipe.data.download import download_file
-    from lungpipe.data.sources import get_source
+    from lungpipe.data.sources import cv_folds, source_from_params
+    from lungpipe.errors import DataError
 
-    source = get_source(data["source"])
+    source, cfg = source_from_params(data)
+    cv_folds(data.get("folds"), source, cfg)  # a bad data.folds fails here, before any download
     downloads = path("data/downloads")
     downloads.mkdir(parents=True, exist_ok=True)
     (downloads / "README.txt").write_text("Downloaded archives (kept between runs so a download can resume).\n")
@@ -34,23 +37,20 @@ def main() -> None:
         shutil.rmtree(raw)
     with atomic_path(raw, suffix="") as tmp:
         tmp.unlink()
-        if data["source"] == "synth":
-            from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
-
-            write_synthetic_icbhi(tmp, from_dict(SynthConfig, data.get("synth"), where="data.synth"), workers=2)
-        elif source.synthetic:
-            source.synthesize(tmp, source.config(data.get(data["source"])))
-        else:
-            cfg = source.config(data.get(data["source"]))
-            tmp.mkdir(parents=True)
-            for remote in source.remote_files(cfg):
-                local = download_file(remote, downloads, allow_unverified=bool(data.get("allow_unverified", False)))
-                try:
-                    archive_kind(local)
-                except Exception:  # a plain file (e.g. the ICBHI split file): copy it in
-                    shutil.copy2(local, tmp / local.name)
-                    continue
-                extract_archive(local, tmp / local.name.split(".")[0], archive_sha256=remote.sha256)
+        if source.synthetic:
+            source.synthesize(tmp, cfg)
+            print(f"{source.name}: wrote the synthetic raw folder {raw}")
+            return
+        tmp.mkdir(parents=True)
+        for remote in source.remote_files(cfg):
+            local = download_file(remote, downloads, allow_unverified=bool(data.get("allow_unverified", False)))
+            try:
+                archive_kind(local)
+            except DataError:  # a plain file (e.g. the ICBHI split file): copy it in
+                shutil.copy2(local, tmp / local.name)
+                continue
+            extract_archive(local, tmp / local.name.split(".")[0], archive_sha256=remote.sha256)
+        print(f"{source.name}: downloaded and extracted {len(source.remote_files(cfg))} file(s) into {raw}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ def main() -> None:
         selection=params["split"].get("selection", "validation"),
     )
     key = "score" if info["metric_task"] == "icbhi" else "accuracy"
-    print(f"{args.arch}: {key} {result.get(key)} [{result.get(key + '_ci_low')}, {result.get(key + '_ci_high')}]")
+    line = f"{args.arch}: {key} {result.get(key)} [{result.get(key + '_ci_low')}, {result.get(key + '_ci_high')}]"
+    if result.get(f"{key}_fold_mean") is not None:
+        std = result.get(f"{key}_fold_std")
+        line += (f"; over {result['n_folds']} folds {result[f'{key}_fold_mean']:.4f} ± "
+                 f"{'n/a' if std is None else f'{std:.4f}'}")
+    print(line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""DVC stage `manifest`: one row per item (respiratory cycle, or clip) of data/raw → data/manifest.csv."""
+"""DVC stage `manifest`: one row per item (respiratory cycle, or recording/clip) of data/raw →
+data/manifest.csv, plus the class-count table data/class_counts.csv (split or fold × class) and
+its Markdown twin data/class_counts.md (patients per class; diagnoses left out of the diagnosis
+task; items skipped as bad input)."""
 
 from __future__ import annotations
 
@@ -11,16 +14,25 @@ def main() -> None:
     data = params["data"]
 
     from lungpipe import atomic
-    from lungpipe.data.sources import get_source
+    from lungpipe.data.class_counts import write_class_counts
+    from lungpipe.data.sources import cv_folds, source_from_params
 
-    source = get_source(data["source"])
-    options = dict(data.get(data["source"]) or {}) if data["source"] != "synth" else {}
-    if "skip_bad" in (data.get("manifest") or {}) and "skip_bad" in source.config_type.__dataclass_fields__:
-        options["skip_bad"] = data["manifest"]["skip_bad"]
-    manifest = source.build_manifest(path(data.get("raw_dir", "data/raw")), source.config(options))
+    source, cfg = source_from_params(data)
+    folds = cv_folds(data.get("folds"), source, cfg)
+    built = source.build(path(data.get("raw_dir", "data/raw")), cfg)
+    manifest = built.manifest
+    class_names = source.class_names_for(cfg, manifest)
     atomic.write_csv(path("data/manifest.csv"), manifest)
-    counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
-    print(f"{len(manifest)} items from {manifest['recording'].nunique()} recordings\n{counts}")
+    table = write_class_counts(
+        manifest, path("data/class_counts.csv"), path("data/class_counts.md"), class_names=class_names,
+        title=f"{source.name}: {source.description}", item_name="cycles" if source.task == "cycle" else "recordings",
+        excluded=built.excluded, rejects=built.rejects,
+    )
+    scheme = f"cross-validation over folds {folds}" if folds else "the official split"
+    print(f"{source.name}: {len(manifest)} items from {manifest['recording'].nunique()} recordings, "
+          f"{len(class_names)} classes; training uses {scheme}\n{table}")
+    if not built.excluded.empty:
+        print(f"excluded (not in any class):\n{built.excluded.to_string(index=False)}")
 
 
 if __name__ == "__main__":

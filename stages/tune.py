@@ -20,6 +20,7 @@ def main() -> None:
 
     from lungpipe import atomic
     from lungpipe.config import from_dict
+    from lungpipe.metrics import resolve_metric
     from lungpipe.settings import arch_settings
     from lungpipe.tracking import resolve_tracking_uri
     from lungpipe.tuning import TuneJob, TuningConfig, make_storage, run_study
@@ -32,15 +33,18 @@ def main() -> None:
     out_dir = path(f"optuna/{args.arch}")
     storage = make_storage(cfg.storage, default_path=out_dir / "study.log", heartbeat_interval=cfg.heartbeat_interval)
     study_name = f"{experiment_name(params)}-{args.arch}"
+    features = path(f"data/features/{settings.frontend}")
+    if info["folds"]:  # cross-validation: tune on the first fold's training folds (its test fold stays unseen)
+        features = features / f"fold{info['folds'][0]}"
     job = TuneJob(
-        arch=args.arch, params=params, features_dir=str(path(f"data/features/{settings.frontend}")),
+        arch=args.arch, params=params, features_dir=str(features),
         dataset=info["name"], metric_task=info["metric_task"], class_names=info["class_names"],
         tracking_uri=resolve_tracking_uri(ROOT), experiment=experiment_name(params),
     )
     result = run_study(job, cfg, storage, study_name, plots_dir=out_dir)
     atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
         "study": study_name,
-        "metric": f"val_{cfg.metric}",
+        "metric": f"val_{resolve_metric(cfg.metric, info['metric_task'], 'tuning.metric')}",
         "best_value": result.best_value,
         "best_params": result.best_params,
         "trials": {"complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed},

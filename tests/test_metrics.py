@@ -262,3 +262,17 @@ def test_summarize_seeds_rejects_mismatched_runs():
         summarize_seeds([{"score": 0.5, "sp": 0.4}, {"score": 0.6}])
     with pytest.raises(ValueError, match="at least one"):
         summarize_seeds([])
+
+
+def test_resolve_metric_auto_and_task_checks():
+    from lungpipe.config import ConfigError
+    from lungpipe.metrics import resolve_metric
+
+    assert resolve_metric("auto", "icbhi") == "score"
+    assert resolve_metric("auto", "multiclass") == "macro_f1"
+    assert resolve_metric("accuracy", "multiclass") == "accuracy"
+    assert resolve_metric("se", "icbhi") == "se"
+    with pytest.raises(ConfigError, match="tuning.metric: 'score' is an ICBHI cycle metric"):
+        resolve_metric("score", "multiclass", "tuning.metric")
+    with pytest.raises(ConfigError, match="unknown metric task"):
+        resolve_metric("auto", "regression")

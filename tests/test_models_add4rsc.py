@@ -274,8 +274,9 @@ def test_model_resizes_to_the_token_grid_and_feeds_the_backbone():
     assert model.backbone.seen == (2, 1, 80, 48)
     const = torch.full((1, 1, 64, 32), 2.5)
     assert torch.allclose(model.to_tokens(const), torch.full((1, 80, 48), 2.5))
-    same = _model()  # small preset: time tokens = n_frames, d_model 32 = n_mels → no resize at all
-    assert torch.equal(same.to_tokens(x), x[:, 0])
+    same = _model(n_mels=64, time_tokens=0)  # time tokens = n_frames, d_model 64 = n_mels → no resize at all
+    x64 = torch.randn(2, 1, 64, 64)
+    assert torch.equal(same.to_tokens(x64), x64[:, 0])
 
 
 def test_paper_denoiser_parameter_count():
@@ -308,7 +309,7 @@ def test_presets_resolve_through_the_registry():
     assert paper.token_shape == (1024, 256)
     assert (paper.denoise_num_heads, paper.loss_beta, paper.bias_loss) == (8, 0.5, "label_smoothing")
     small = resolve_config("add4rsc_resnet50", {"preset": "small", "n_frames": 128, "backbone": {"x": 1}})
-    assert small.token_shape == (128, 32)
+    assert small.token_shape == (200, 64)
     assert small.backbone == {"preset": "small", "x": 1}
 
 

@@ -311,3 +311,21 @@ def test_checkpoint_without_tensors_is_an_error(tmp_path):
         PretrainedError, match=r"no state dict found; top-level keys are \['epoch', 'optimizer'\]"
     ):
         _small(pretrained=str(tmp_path / "notes.pt"))
+
+
+@pytest.mark.parametrize("pooling", ["tokens", "mean", "max"])
+def test_pooling_reads_the_documented_tokens(pooling):
+    model = _small(n_frames=64, n_mels=32, pooling=pooling).eval()
+    x = torch.randn(3, 1, 64, 32)
+    with torch.no_grad():
+        hidden = model.backbone.ast(input_values=x[:, 0]).last_hidden_state  # (B, 2 + patches, D)
+        expected = {"tokens": (hidden[:, 0] + hidden[:, 1]) / 2, "mean": hidden[:, 2:].mean(1),
+                    "max": hidden[:, 2:].amax(1)}[pooling]
+        assert torch.allclose(model.forward_features(x), expected, atol=1e-6)
+
+
+def test_pooling_defaults_and_bad_value():
+    assert resolve_config("ast", {"preset": "paper"}).pooling == "tokens"  # AST's own readout
+    assert resolve_config("ast", {"preset": "small"}).pooling == "max"
+    with pytest.raises(ConfigError, match="pooling must be one of"):
+        _small(pooling="cls")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from lungpipe.augment import spec_augment
 from lungpipe.models.base import LungModel
 from lungpipe.training import checkpoint
-from lungpipe.training.augment import spec_augment
 from lungpipe.training.config import AugmentConfig, TrainConfig
 from lungpipe.training.data import SpectrogramDataset, class_weights, split_by_patient
 from lungpipe.training.engine import NonFiniteLossError, fit, predict_proba, run_signature

@@ -27,6 +27,7 @@ import pandas as pd
 
 from lungpipe.atomic import write_csv, write_text
 from lungpipe.config import ConfigError
+from lungpipe.data.class_counts import class_count_table, table_to_markdown
 from lungpipe.data.kauh import (
     KAUH_AUDIO_FILENAME,
     KAUH_AUDIO_SHA256,
@@ -36,6 +37,7 @@ from lungpipe.data.kauh import (
 )
 from lungpipe.data.sources import (
     ICBHI_BASE_URL,
+    BuiltDataset,
     DatasetSource,
     finalize_manifest,
     probe_audio,
@@ -380,47 +382,19 @@ def diagnosis_summary(dataset: DiagnosisDataset) -> pd.DataFrame:
     return table.sort_values(["source", "outcome", "diagnosis"]).reset_index(drop=True)
 
 
+def excluded_counts(dataset: DiagnosisDataset) -> pd.DataFrame:
+    """Patients and recordings per (source, diagnosis) left out as excluded diagnoses (diagnosis
+    normalised: lower case, single spaces)."""
+    columns = ["source", "diagnosis", "patients", "recordings"]
+    if dataset.excluded.empty:
+        return pd.DataFrame(columns=columns)
+    frame = dataset.excluded.assign(diagnosis=dataset.excluded["diagnosis"].map(normalize_diagnosis))
+    table = (frame.groupby(["source", "diagnosis"])
+             .agg(patients=("patient", "nunique"), recordings=("patient", "size")).reset_index())
+    return table[columns].sort_values(["source", "diagnosis"]).reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- class-count table
-
-
-def class_count_table(manifest: pd.DataFrame, *, unit: str = "recordings") -> pd.DataFrame:
-    """Rows = classes (in label order) plus ``total``; columns = ``<source>/<split>`` plus ``total``.
-
-    ``unit`` = "recordings" counts manifest rows, "patients" counts distinct patients.
-    """
-    if unit not in ("recordings", "patients"):
-        raise ValueError(f"unit must be 'recordings' or 'patients', got {unit!r}")
-    frame = manifest.copy()
-    if "source" not in frame.columns:
-        frame["source"] = "all"
-    if "class_name" not in frame.columns:
-        frame["class_name"] = frame["label"].astype(str)
-    order = (frame[["label", "class_name"]].drop_duplicates().sort_values("label")["class_name"].tolist())
-    splits = [s for s in ("train", "test") if s in set(frame["split"])]
-    columns = [f"{src}/{sp}" for src in sorted(frame["source"].unique()) for sp in splits]
-    frame["column"] = frame["source"].astype(str) + "/" + frame["split"].astype(str)
-
-    def count(sub: pd.DataFrame) -> int:
-        return int(sub["patient"].nunique()) if unit == "patients" else len(sub)
-
-    table = pd.DataFrame(0, index=pd.Index([*order, "total"], name="class"), columns=[*columns, "total"])
-    for (cls, col), sub in frame.groupby(["class_name", "column"]):
-        table.loc[cls, col] = count(sub)
-    for cls, sub in frame.groupby("class_name"):
-        table.loc[cls, "total"] = count(sub)
-    for col, sub in frame.groupby("column"):
-        table.loc["total", col] = count(sub)
-    table.loc["total", "total"] = count(frame)
-    return table
-
-
-def table_to_markdown(table: pd.DataFrame) -> str:
-    """A pipe table (index as the first column)."""
-    head = [table.index.name or "", *map(str, table.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
-    for idx, row in table.iterrows():
-        lines.append("| " + " | ".join([str(idx), *(str(v) for v in row.tolist())]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def write_class_count_table(manifest: pd.DataFrame, csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
@@ -472,6 +446,11 @@ class DiagnosisSource(DatasetSource):
     def build_manifest(self, raw_dir: str | Path, cfg: DiagnosisConfig) -> pd.DataFrame:
         return build_diagnosis_dataset(raw_dir, cfg).manifest
 
+    def build(self, raw_dir: str | Path, cfg: DiagnosisConfig) -> BuiltDataset:
+        dataset = build_diagnosis_dataset(raw_dir, cfg)
+        return BuiltDataset(dataset.manifest, excluded=excluded_counts(dataset),
+                            rejects=pd.DataFrame(dataset.rejects, columns=["file", "reason"]))
+
 
 @dataclass
 class DiagnosisSynthConfig(DiagnosisConfig):
@@ -510,6 +489,6 @@ class DiagnosisSynthSource(DiagnosisSource):
 __all__ = [
     "DIAGNOSIS_CLASSES", "DiagnosisConfig", "DiagnosisDataset", "DiagnosisSource", "DiagnosisSynthConfig",
     "DiagnosisSynthSource", "LabelMapper",
-    "build_diagnosis_dataset", "class_count_table", "diagnosis_summary", "normalize_diagnosis",
+    "build_diagnosis_dataset", "class_count_table", "diagnosis_summary", "excluded_counts", "normalize_diagnosis",
     "read_patient_diagnoses", "split_patients", "write_class_count_table", "write_diagnosis_reports",
 ]

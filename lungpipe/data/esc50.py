@@ -218,6 +218,10 @@ class Esc50Source(DatasetSource):
     description = "ESC-50 environmental sounds: 50 classes, 5 folds (report the mean over folds)"
     default_class_names = ESC50_CATEGORIES
 
+    @property
+    def n_folds(self) -> int:
+        return N_FOLDS
+
     def class_names_for(self, cfg: Esc50Config, manifest: pd.DataFrame | None = None) -> list[str]:
         if manifest is not None:
             return class_names_from_manifest(manifest, "ESC-50 manifest")

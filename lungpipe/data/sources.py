@@ -17,14 +17,18 @@ the split definition. Extra columns are allowed; recording-level sources add ``s
     source = get_source("esc50")
     cfg = source.config({"test_fold": 3})
     manifest = source.build_manifest(raw_dir, cfg)
+
+Stages pick the source and its options from params.yaml's ``data`` section with
+:func:`source_from_params` (``data.source`` names the source, ``data.<section>`` holds its
+options) and check ``data.folds`` with :func:`cv_folds`.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -51,6 +55,18 @@ METRIC_TASKS: tuple[str, ...] = ("icbhi", "multiclass")
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
+@dataclass
+class BuiltDataset:
+    """A manifest plus what its builder left out: ``excluded`` lists items dropped by a rule (the
+    diagnosis task's excluded diagnoses: one row per source × diagnosis with ``patients`` and
+    ``recordings``), ``rejects`` items skipped as bad input with ``skip_bad`` (``item``/``file`` and
+    ``reason`` columns). Both are empty frames when nothing was left out."""
+
+    manifest: pd.DataFrame
+    excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rejects: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
 class DatasetSource(ABC):
     """One dataset: its options, its download list and its manifest builder.
 
@@ -69,15 +85,28 @@ class DatasetSource(ABC):
     default_class_names: ClassVar[tuple[str, ...]] = ()
     #: True when the raw folder is generated (:meth:`synthesize`) instead of downloaded.
     synthetic: ClassVar[bool] = False
+    #: Key of the ``data`` section in params.yaml holding this source's options (None: the name).
+    params_section: ClassVar[str | None] = None
+
+    @property
+    def section(self) -> str:
+        """The ``data.<section>`` of params.yaml this source reads its options from."""
+        return self.params_section or self.name
+
+    @property
+    def n_folds(self) -> int | None:
+        """Number of cross-validation folds the source defines (None: fixed train/test split)."""
+        return None
 
     @property
     def class_names(self) -> list[str]:
         """Class names indexed by label under the default config (see :meth:`class_names_for`)."""
         return list(self.default_class_names)
 
-    def config(self, mapping: Mapping[str, Any] | None = None) -> Any:
-        """This source's config dataclass from a params mapping (unknown keys → ConfigError)."""
-        return from_dict(self.config_type, mapping, where=f"dataset[{self.name}]")
+    def config(self, mapping: Mapping[str, Any] | None = None, *, where: str | None = None) -> Any:
+        """This source's config dataclass from a params mapping (unknown keys → ConfigError naming
+        ``where``, by default ``dataset[<name>]``)."""
+        return from_dict(self.config_type, mapping, where=where or f"dataset[{self.name}]")
 
     def class_names_for(self, cfg: Any, manifest: pd.DataFrame | None = None) -> list[str]:
         """Class names indexed by label for this config; with a manifest that has a
@@ -93,6 +122,10 @@ class DatasetSource(ABC):
     @abstractmethod
     def build_manifest(self, raw_dir: str | Path, cfg: Any) -> pd.DataFrame:
         """The manifest of the raw folder ``raw_dir`` (validated, columns ordered)."""
+
+    def build(self, raw_dir: str | Path, cfg: Any) -> BuiltDataset:
+        """The manifest plus what was left out of it (sources that exclude or skip items override)."""
+        return BuiltDataset(self.build_manifest(raw_dir, cfg))
 
     def synthesize(self, raw_dir: str | Path, cfg: Any) -> Path:
         """Write the synthetic raw folder (only sources with ``synthetic = True``)."""
@@ -264,6 +297,9 @@ class IcbhiSource(DatasetSource):
         ]
 
     def build_manifest(self, raw_dir: str | Path, cfg: IcbhiSourceConfig) -> pd.DataFrame:
+        return self.build(raw_dir, cfg).manifest
+
+    def build(self, raw_dir: str | Path, cfg: IcbhiSourceConfig) -> BuiltDataset:
         raw_dir = Path(raw_dir)
         split_file = None
         if cfg.split_file:
@@ -274,18 +310,50 @@ class IcbhiSource(DatasetSource):
         cycles = result.cycles.copy()
         if "source" not in cycles.columns:
             cycles["source"] = "icbhi"
-        return finalize_manifest(cycles, str(raw_dir))
+        rejects = getattr(result, "rejects", None)
+        return BuiltDataset(finalize_manifest(cycles, str(raw_dir)),
+                            rejects=rejects if isinstance(rejects, pd.DataFrame) else pd.DataFrame())
+
+
+@dataclass
+class IcbhiSynthSourceConfig(IcbhiSourceConfig):
+    """ICBHI manifest options plus ``synth``: the :class:`lungpipe.data.synth.SynthConfig` of the
+    generated folder (None: its defaults)."""
+
+    synth: Any = None
 
 
 class IcbhiSynthSource(IcbhiSource):
-    """The synthetic ICBHI-shaped folder written by ``lungpipe data synth`` (nothing to download)."""
+    """The synthetic ICBHI-shaped folder written by ``lungpipe data synth`` (nothing to download).
+
+    Its params section is ``data.synth``: the keys of :class:`IcbhiSourceConfig` (e.g. ``skip_bad``)
+    configure the manifest, every other key the synthetic generator (``SynthConfig``)."""
 
     name = "icbhi_synth"
     description = "synthetic ICBHI-shaped cycles (embedded default; written by `lungpipe data synth`)"
     synthetic = True
+    params_section = "synth"
+    config_type = IcbhiSynthSourceConfig
+
+    def config(self, mapping: Mapping[str, Any] | None = None, *, where: str | None = None) -> IcbhiSynthSourceConfig:
+        from lungpipe.data.synth import SynthConfig
+
+        where = where or f"dataset[{self.name}]"
+        options = dict(mapping or {})
+        manifest_keys = {f.name for f in fields(IcbhiSourceConfig)}
+        base = from_dict(IcbhiSourceConfig, {k: v for k, v in options.items() if k in manifest_keys}, where=where)
+        synth = from_dict(SynthConfig, {k: v for k, v in options.items() if k not in manifest_keys}, where=where)
+        return IcbhiSynthSourceConfig(**{f.name: getattr(base, f.name) for f in fields(IcbhiSourceConfig)},
+                                      synth=synth)
 
     def remote_files(self, cfg: IcbhiSourceConfig) -> list[RemoteFile]:
         return []
+
+    def synthesize(self, raw_dir: str | Path, cfg: IcbhiSynthSourceConfig) -> Path:
+        from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
+
+        write_synthetic_icbhi(Path(raw_dir), cfg.synth if cfg.synth is not None else SynthConfig(), workers=2)
+        return Path(raw_dir)
 
 
 # --------------------------------------------------------------------------- registry
@@ -312,6 +380,57 @@ def register_source(name: str, target: str) -> None:
     if name in _SOURCES and _SOURCES[name] != target:
         raise ValueError(f"dataset source {name!r} is registered twice ({_SOURCES[name]} vs {target})")
     _SOURCES[name] = target
+
+
+def source_from_params(data: Mapping[str, Any]) -> tuple[DatasetSource, Any]:
+    """The source named by ``data["source"]`` and its config from ``data[<section>]``.
+
+    ``data`` is params.yaml's ``data`` mapping. ``data.manifest.skip_bad: true`` switches on
+    ``skip_bad`` of every source that has the option. Unknown keys are a ConfigError naming
+    ``data.<section>``.
+    """
+    if "source" not in data:
+        raise ConfigError(f"params data section has no 'source'; valid sources: {source_names()}")
+    source = get_source(str(data["source"]))
+    section = data.get(source.section)
+    if section is not None and not isinstance(section, Mapping):
+        raise ConfigError(f"data.{source.section} must be a mapping of options, got {section!r}")
+    options = dict(section or {})
+    manifest = data.get("manifest") or {}
+    if manifest.get("skip_bad") and "skip_bad" in {f.name for f in fields(source.config_type)}:
+        options["skip_bad"] = True
+    return source, source.config(options, where=f"data.{source.section}")
+
+
+def cv_folds(folds: Sequence[Any] | None, source: DatasetSource, cfg: Any) -> list[int]:
+    """The cross-validation folds listed in ``data.folds`` (``[]`` for ``[official]``).
+
+    ``official`` (the source's fixed split) cannot be mixed with fold numbers; fold numbers need a
+    source with folds and must lie in 1..n_folds. Errors are ConfigErrors naming ``data.folds``.
+    """
+    items = list(folds if folds is not None else ["official"])
+    if not items:
+        raise ConfigError("data.folds is empty; use [official] or a list of fold numbers")
+    if all(str(f) == "official" for f in items):
+        if len(items) > 1:
+            raise ConfigError(f"data.folds lists 'official' {len(items)} times; list it once")
+        return []
+    if any(str(f) == "official" for f in items):
+        raise ConfigError(f"data.folds {items} mixes 'official' with fold numbers; use one or the other")
+    n_folds = getattr(cfg, "n_folds", None) or source.n_folds
+    if not n_folds:
+        raise ConfigError(f"data.folds {items}: data.source {source.name!r} has a fixed train/test split "
+                          "and no cross-validation folds; use data.folds: [official]")
+    out = []
+    for f in items:
+        if isinstance(f, bool) or not (isinstance(f, int) or str(f).isdigit()):
+            raise ConfigError(f"data.folds entry {f!r} is not a fold number (1..{n_folds}) or 'official'")
+        if not 1 <= int(f) <= n_folds:
+            raise ConfigError(f"data.folds entry {f} is outside 1..{n_folds} (folds of data.source {source.name!r})")
+        out.append(int(f))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"data.folds {items} lists a fold twice")
+    return out
 
 
 def get_source(name: str) -> DatasetSource:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lungpipe import atomic
 from lungpipe.atomic import write_csv, write_json
 from lungpipe.errors import DataError
 from lungpipe.features.audio import read_audio
@@ -252,15 +253,6 @@ def _check_out_dir(out_dir: Path) -> None:
             )
 
 
-def _make_readable(folder: Path) -> None:
-    """Temporary files and folders are private (0600/0700); give the results the usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
@@ -358,7 +350,7 @@ def preprocess(
             "raw_train_mean_std": train_mean_std,
         }
         write_json(tmp / STATS_FILE, stats)
-        _make_readable(tmp)
+        atomic.make_readable(tmp)
         _swap_into_place(tmp, out_dir)
     finally:
         if tmp.exists():

@@ -90,10 +90,7 @@ def build_report(out: str | os.PathLike, *, tracking_uri: str, experiment: str |
 def replace_dir(staging: Path, target: Path) -> None:
     """Put the finished ``staging`` folder at ``target``: the old folder is renamed aside, the new
     one renamed in, then the old one removed (``target`` is never half-written)."""
-    os.chmod(staging, 0o755)  # mkdtemp and mkstemp make private files; a report is meant to be read
-    for path in staging.iterdir():
-        if path.is_file():
-            os.chmod(path, 0o644)
+    atomic.make_readable(staging)  # mkdtemp and mkstemp make private files; a report is meant to be read
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lungpipe.augment import AugmentConfig
 
-@dataclass
-class AugmentConfig:
-    """SpecAugment-style masking and mixup, applied to training batches only."""
-
-    freq_masks: int = 2
-    freq_mask_width: int = 16  # maximum width in mel bins of each frequency mask
-    time_masks: int = 2
-    time_mask_width: int = 40  # maximum width in frames of each time mask
-    fill: str = "mean"  # "mean" (of each spectrogram) or "zero"
-    mixup_alpha: float = 0.0  # 0 disables mixup; Beta(alpha, alpha) mixing weights otherwise
-    mixup_prob: float = 0.5  # chance that a batch is mixed when mixup_alpha > 0
+__all__ = ["AugmentConfig", "SplitConfig", "TrainConfig"]
 
 
 @dataclass
@@ -33,7 +24,7 @@ class TrainConfig:
     class_weighted: bool = True
     label_smoothing: float = 0.0
     early_stopping_patience: int = 0  # 0 disables early stopping
-    selection_metric: str = "score"  # validation metric that picks the best epoch
+    selection_metric: str = "auto"  # validation metric that picks the best epoch (auto: the task's headline)
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...

@@ -25,7 +25,7 @@ from torch import nn
 
 from lungpipe.progress import make_progress
 from lungpipe.training import checkpoint
-from lungpipe.training.augment import mixup, spec_augment
+from lungpipe.augment import mixup, spec_augment
 from lungpipe.training.config import TrainConfig
 from lungpipe.training.data import SpectrogramDataset, class_weights, make_loader
 from lungpipe.training.device import autocast, pick_device

@@ -105,11 +105,13 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
     model_cfg = {**s.model, "num_classes": num_classes, "n_frames": int(n_frames), "n_mels": int(n_mels)}
     resolved_model = to_dict(resolve_config(s.name, model_cfg))
-    train_cfg = s.train
-    if train_cfg.seed != job.seed:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        train_cfg = replace(train_cfg, seed=job.seed)
+    from lungpipe.metrics import resolve_metric
+
+    train_cfg = replace(s.train, seed=job.seed,
+                        selection_metric=resolve_metric(s.train.selection_metric, job.metric_task,
+                                                        f"{s.name}: train.selection_metric"))
     torch.manual_seed(job.seed)
     model = create_model(s.name, model_cfg)
     resolved = {

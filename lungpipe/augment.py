@@ -1,10 +1,26 @@
-"""Batch augmentation on spectrograms (B, 1, frames, mels): SpecAugment masking and mixup."""
+"""Batch augmentation on spectrograms (B, 1, frames, mels): SpecAugment masking and mixup.
+
+Shared by the training engine (training batches) and by models that build their own augmented
+view (ADD4RSC's bias denoising loss), so it depends on neither."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from lungpipe.training.config import AugmentConfig
+
+@dataclass
+class AugmentConfig:
+    """SpecAugment-style masking and mixup, applied to training batches only."""
+
+    freq_masks: int = 2
+    freq_mask_width: int = 16  # maximum width in mel bins of each frequency mask
+    time_masks: int = 2
+    time_mask_width: int = 40  # maximum width in frames of each time mask
+    fill: str = "mean"  # "mean" (of each spectrogram) or "zero"
+    mixup_alpha: float = 0.0  # 0 disables mixup; Beta(alpha, alpha) mixing weights otherwise
+    mixup_prob: float = 0.5  # chance that a batch is mixed when mixup_alpha > 0
 
 
 def spec_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
