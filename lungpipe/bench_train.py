@@ -22,6 +22,49 @@ class TrainBench:
     loader_samples_per_s: float | None = None
 
 
+def reset_cpu_peak() -> bool:
+    """Reset this process's resident-size high-water mark (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_peak_mb() -> float:
+    """Peak resident size of this address space (``VmHWM``), falling back to ``ru_maxrss``, which on
+    Linux also counts the forking parent's memory and never goes down."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: Input (frames, mel bins) of each architecture's paper recipe; others use 8 s of 128-bin fbank.
+PAPER_INPUTS: dict[str, tuple[int, int]] = {"mrinet": (1024, 64)}
+DEFAULT_INPUT = (798, 128)
+
+
+def paper_input(arch: str) -> tuple[int, int]:
+    return PAPER_INPUTS.get(arch, DEFAULT_INPUT)
+
+
+def bench_model_isolated(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: int, steps: int = 5,
+                         warmup: int = 2, device: str = "auto") -> TrainBench:
+    """:func:`bench_model` in a fresh process, so that the CPU peak belongs to this architecture alone
+    (no memory or allocator caches left over from the models benchmarked before it)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(bench_model, arch, preset, batch_size, n_frames, n_mels, steps, warmup, device).result()
+
+
 def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: int, steps: int = 5,
                 warmup: int = 2, device: str = "auto") -> TrainBench:
     import torch
@@ -36,6 +79,8 @@ def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: 
     y = torch.arange(batch_size, device=dev) % 4
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        reset_cpu_peak()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -56,7 +101,7 @@ def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: 
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = cpu_peak_mb()
     elapsed = time.perf_counter() - t0
     return TrainBench(arch, preset, str(dev), batch_size, (n_frames, n_mels), count_parameters(model),
                       steps * batch_size / elapsed, peak)

@@ -7,8 +7,9 @@ returns dataclasses; it never opens a file.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from lungpipe.config import ConfigError, from_dict, merge
 from lungpipe.training.config import AugmentConfig, SplitConfig, TrainConfig

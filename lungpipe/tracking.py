@@ -16,8 +16,9 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from lungpipe.config import flatten
 from lungpipe.errors import LungpipeError
@@ -48,7 +49,7 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         return
     url = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (user-configured URI)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status >= 400:
                 raise TrackingUnavailableError(f"MLflow server at {uri} answered HTTP {resp.status} on /health")
     except (urllib.error.URLError, OSError) as exc:

@@ -17,9 +17,10 @@ import dataclasses
 import logging
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from lungpipe.config import ConfigError, from_dict
 from lungpipe.settings import apply_overrides, arch_settings
@@ -91,9 +92,10 @@ def suggest(trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
 
 def make_storage(url: str | None, default_path: Path | None = None, heartbeat_interval: int = 60):
     """An Optuna storage from a URL or path (see the module docstring)."""
-    import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
+
+    import optuna
 
     if url is None:
         if default_path is None:
@@ -102,7 +104,7 @@ def make_storage(url: str | None, default_path: Path | None = None, heartbeat_in
     if url.startswith(("postgresql", "mysql", "sqlite:")):
         return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=2 * heartbeat_interval,
                           failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
-    path = Path(url[len("journal://"):] if url.startswith("journal://") else url)
+    path = Path(url.removeprefix("journal://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -167,7 +169,6 @@ class Objective:
 
     def __call__(self, trial) -> float:
         import optuna
-
         from lungpipe.training.job import TrainJob, run_training
 
         values = suggest(trial, self.space)

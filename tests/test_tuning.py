@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
-
 from featuredir import write_feature_dir
+
+import optuna
 from lungpipe.config import ConfigError
 from lungpipe.tuning import Objective, TuneJob, TuningConfig, create_or_load_study, make_storage, run_study
 

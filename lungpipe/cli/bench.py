@@ -107,9 +107,10 @@ def bench_train(
     arch: list[str] = typer.Option(None, "--arch", help="Architecture(s); default: every registered one"),
     preset: str = typer.Option("paper", help="Registry preset (paper | small | …)"),
     batch_size: int = typer.Option(8, help="Batch size"),
-    n_frames: int = typer.Option(798, help="Input frames (8 s fbank: 798)"),
-    n_mels: int = typer.Option(128, help="Input mel bins"),
+    n_frames: int = typer.Option(None, help="Input frames (default: the paper recipe's, 798 = 8 s; MRINet 1024)"),
+    n_mels: int = typer.Option(None, help="Input mel bins (default: the paper recipe's, 128; MRINet 64)"),
     steps: int = typer.Option(5, help="Timed training steps"),
+    isolated: bool = typer.Option(True, help="Each architecture in a fresh process (per-model CPU peak memory)"),
     features: Path = typer.Option(None, help="A features folder (data/features/<f>) to time the data loader"),
     workers: int = typer.Option(2, help="Data-loader workers"),
 ) -> None:
@@ -117,15 +118,19 @@ def bench_train(
     from rich.console import Console
     from rich.table import Table
 
-    from lungpipe.bench_train import bench_loader, bench_model
+    from lungpipe.bench_train import bench_loader, bench_model, bench_model_isolated, paper_input
     from lungpipe.models import model_names
 
-    table = Table(title=f"training throughput ({preset} preset, batch {batch_size}, input {n_frames}×{n_mels})")
-    for col in ("architecture", "device", "parameters", "samples/s", "peak memory MB"):
+    run = bench_model_isolated if isolated else bench_model
+    table = Table(title=f"training throughput ({preset} preset, batch {batch_size})")
+    for col in ("architecture", "device", "input (frames×mels)", "parameters", "samples/s", "peak memory MB"):
         table.add_column(col)
     for name in arch or model_names():
-        r = bench_model(name, preset, batch_size, n_frames, n_mels, steps=steps)
-        table.add_row(name, r.device, f"{r.parameters / 1e6:.2f} M", f"{r.samples_per_s:.1f}", f"{r.peak_memory_mb:.0f}")
+        frames, mels = paper_input(name)
+        frames, mels = n_frames or frames, n_mels or mels
+        r = run(name, preset, batch_size, frames, mels, steps=steps)
+        table.add_row(name, r.device, f"{frames}×{mels}", f"{r.parameters / 1e6:.2f} M", f"{r.samples_per_s:.1f}",
+                      f"{r.peak_memory_mb:.0f}")
     console = Console()
     console.print(table)
     if features is not None:

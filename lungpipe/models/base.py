@@ -11,8 +11,8 @@ returns the total loss plus its named parts for logging.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn

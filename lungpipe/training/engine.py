@@ -14,18 +14,19 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from rich.progress import TextColumn
 from torch import nn
 
+from lungpipe.augment import mixup, spec_augment
 from lungpipe.progress import make_progress
 from lungpipe.training import checkpoint
-from lungpipe.augment import mixup, spec_augment
 from lungpipe.training.config import TrainConfig
 from lungpipe.training.data import SpectrogramDataset, class_weights, make_loader
 from lungpipe.training.device import autocast, pick_device
