@@ -74,21 +74,36 @@ def fold_summary(per_run: Mapping[str, Mapping[str, Any]], metrics: Sequence[str
     return out
 
 
-def find_runs(models_dir: Path) -> list[Path]:
-    """Run folders (``<fold>/seed<k>``) under ``models/<arch>`` that hold test predictions."""
-    runs = sorted(p.parent for p in Path(models_dir).glob("*/seed*/predictions.csv"))
+def find_runs(models_dir: Path, folds: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[Path]:
+    """Run folders (``<fold>/seed<k>``) under ``models/<arch>`` that hold test predictions.
+
+    With ``folds`` and ``seeds`` (what params configure) exactly those runs, each required: folders
+    left from an earlier configuration (another dataset's folds, dropped seeds) are not scored.
+    Without them, every ``*/seed*`` folder found."""
+    models_dir = Path(models_dir)
+    if folds is not None and seeds is not None:
+        runs = [models_dir / str(fold) / f"seed{seed}" for fold in folds for seed in seeds]
+        missing = [str(r / "predictions.csv") for r in runs if not (r / "predictions.csv").is_file()]
+        if missing:
+            raise DataError(f"missing test predictions {missing}: run the train stage for these folds/seeds "
+                            "first (dvc repro)")
+        return runs
+    runs = sorted(p.parent for p in models_dir.glob("*/seed*/predictions.csv"))
     if not runs:
         raise DataError(f"{models_dir}: no */seed*/predictions.csv found; run the train stage first (dvc repro)")
     return runs
 
 
 def evaluate_architecture(arch: str, models_dir: Path, metrics_path: Path, plots_dir: Path, *, task: str,
-                          class_names: list[str], cfg: EvaluationConfig, selection: str = "validation") -> dict:
+                          class_names: list[str], cfg: EvaluationConfig, selection: str = "validation",
+                          folds: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict:
+    """Score the runs of ``arch`` (``folds`` × ``seeds`` when given, else every run found) and write
+    the DVC metrics file and plots."""
     from lungpipe.metrics import compute_metrics, scalar_metric_keys, summarize_seeds
     from lungpipe.plots import plot_confusion
     from lungpipe.predictions import read_predictions
 
-    runs = find_runs(models_dir)
+    runs = find_runs(models_dir, folds, seeds)
     k = len(class_names)
     per_run, pooled = {}, {"labels": [], "preds": [], "patients": []}
     for run in runs:

@@ -23,6 +23,8 @@ def main() -> None:
         task=info["metric_task"], class_names=info["class_names"],
         cfg=from_dict(EvaluationConfig, params.get("evaluate"), where="evaluate"),
         selection=params["split"].get("selection", "validation"),
+        folds=[str(f) for f in params["data"].get("folds", ["official"])],
+        seeds=[int(k) for k in params["train"].get("seeds", [0])],
     )
     key = "score" if info["metric_task"] == "icbhi" else "accuracy"
     line = f"{args.arch}: {key} {result.get(key)} [{result.get(key + '_ci_low')}, {result.get(key + '_ci_high')}]"

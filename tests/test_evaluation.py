@@ -37,3 +37,23 @@ def test_pooled_metrics_intervals_and_seed_spread(tmp_path):
     conf = pd.read_csv(tmp_path / "plots" / "confusion.csv")
     assert len(conf) == 32 and set(conf.label) == set(NAMES)
     assert (tmp_path / "plots" / "confusion.png").stat().st_size > 1000
+
+
+def test_only_the_configured_folds_and_seeds_are_scored(tmp_path):
+    import pytest
+
+    from lungpipe.errors import DataError
+
+    models = tmp_path / "models" / "cnn6"
+    _run(models, 0, np.array([0] * 10 + [1, 2, 3, 1, 2, 3]))  # Score 1
+    _run(models, 1, np.zeros(16, dtype=int))  # a stale seed from an earlier configuration: Score 0.5
+    stale = models / "3" / "seed0"  # a stale fold of another dataset with a different class count
+    stale.mkdir(parents=True)
+    (stale / "predictions.csv").write_text("not,a,predictions,file\n")
+    res = evaluate_architecture("cnn6", models, tmp_path / "m.json", tmp_path / "plots", task="icbhi",
+                                class_names=NAMES, cfg=EvaluationConfig(n_boot=50, seed=0),
+                                folds=["official"], seeds=[0])
+    assert res["score"] == 1.0 and res["n_runs"] == 1
+    with pytest.raises(DataError, match=r"official/seed2/predictions.csv"):
+        evaluate_architecture("cnn6", models, tmp_path / "m.json", tmp_path / "plots", task="icbhi",
+                              class_names=NAMES, cfg=EvaluationConfig(n_boot=50), folds=["official"], seeds=[0, 2])
