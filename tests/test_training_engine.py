@@ -129,7 +129,7 @@ def test_nan_loss_is_an_error():
 
 def test_spec_augment_masks_bands_with_the_mean():
     x = torch.arange(2 * 1 * 50 * 20, dtype=torch.float32).reshape(2, 1, 50, 20)
-    cfg = AugmentConfig(freq_masks=1, freq_mask_width=5, time_masks=1, time_mask_width=10, fill="mean")
+    cfg = AugmentConfig(freq_masks=1, freq_mask_frac=0.25, time_masks=1, time_mask_frac=0.2, fill="mean")
     out = spec_augment(x, cfg, torch.Generator().manual_seed(3))
     changed = out != x
     assert changed.any()
