@@ -184,7 +184,8 @@ def _train_epoch(run: _Run, epoch: int, display: FitDisplay) -> dict[str, Any]:
             meter.check(run.description)
             display.steps(pending, meter.mean_loss())
             pending = 0
-    meter.check(run.description)
+    if meter.steps > meter.checked_steps:
+        meter.check(run.description)
     means = meter.means()
     display.steps(pending, means["train_loss"])
     return {"epoch": epoch, "train_loss": means.pop("train_loss"), "lr": run.step.lr,
