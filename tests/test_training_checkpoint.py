@@ -33,7 +33,7 @@ def test_a_crafted_checkpoint_is_refused_nothing_runs_and_the_error_names_the_fi
     torch.save({"signature": "s", "payload": _CreatesAFile(target)}, evil)
     with pytest.raises(UnsafeCheckpointError) as info:
         Checkpointer(ckpt_dir, "s").resume_state()
-    assert str(evil) in str(info.value) and "delete it" in str(info.value)
+    assert f"refusing to load {evil}" in str(info.value) and "delete it" in str(info.value)
     assert not target.exists()
     x, y = separable_task(16)
     ds = SpectrogramDataset(x, y)

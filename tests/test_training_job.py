@@ -44,3 +44,24 @@ def test_selection_validation_holds_out_training_patients(tmp_path):
 def test_an_unknown_selection_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="split.selection.*'best'"):
         run_training(_job(tmp_path, "best"))
+
+
+def test_the_model_file_loads_with_the_safe_loader_and_predicts_like_the_trained_model(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from lungpipe.features import load_split
+    from lungpipe.training.inference import predict_proba
+    from lungpipe.training.data import SpectrogramDataset
+    from lungpipe.training.job import load_model
+
+    job = _job(tmp_path, "validation")
+    run_training(job)
+    torch.load(job.out_dir / "model.pt", weights_only=True)  # plain data and tensors only
+    model = load_model(job.out_dir / "model.pt")
+    test = load_split(job.features_dir, "test")
+    probs = predict_proba(model, SpectrogramDataset(test.x, test.index["label"].to_numpy()))
+    written = pd.read_csv(job.out_dir / "predictions.csv")[[f"prob_{k}" for k in range(4)]].to_numpy()
+    assert probs.shape == (40, 4)
+    np.testing.assert_allclose(probs, written, rtol=1e-5, atol=1e-6)

@@ -39,13 +39,13 @@ def save(path: Path, state: dict[str, Any]) -> Path:
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with the safe unpickler; anything but tensors and plain data is refused
+    """Load a checkpoint (or a model file) with the safe unpickler; anything but tensors and plain data is refused
     (nothing in the file is executed) with an error naming the file."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(
-            f"refusing to load checkpoint {path}: it needs unpickling of objects other than tensors and plain "
+            f"refusing to load {path}: it needs unpickling of objects other than tensors and plain "
             f"data, which could run code ({_first_line(exc)}). lungpipe never writes such files: delete it, or "
             f"start the run in another checkpoint folder."
         ) from None
