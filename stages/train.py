@@ -2,11 +2,17 @@
 
 Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, ...} and resumable
 checkpoints under checkpoints/<arch>/<fold>/seed<k>/ (persisted by DVC). Every seed is an MLflow run.
+
+With ``train.distributed`` asking for more than one process, the stage re-launches itself under
+``torchrun`` (lungpipe.training.launch); started by torchrun, it is one rank of a data-parallel run
+(lungpipe.training.distributed). On a second machine: ``python stages/train.py <arch> --node-rank 1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 
 from _common import ROOT, dataset_info, experiment_name, load_params, path, setup_logging
 
@@ -15,14 +21,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     ap.add_argument("--fold", default="official")
+    ap.add_argument("--node-rank", type=int, default=None,
+                    help="this machine's rank in a multi-node run (overrides train.distributed.node_rank)")
     args = ap.parse_args()
     setup_logging()
     params = load_params()
+
+    from lungpipe.config import from_dict
+    from lungpipe.training.launch import DistributedConfig, torchrun_command, under_torchrun
+
+    distributed = dict(params["train"].get("distributed") or {})
+    if args.node_rank is not None:
+        distributed["node_rank"] = args.node_rank
+    distributed = from_dict(DistributedConfig, distributed, where="train.distributed")
+    if distributed.launches and not under_torchrun():
+        cmd = torchrun_command(distributed, __file__, [args.arch, "--fold", args.fold])
+        logging.getLogger("train").info("launching %d processes: %s", distributed.world_size, " ".join(cmd))
+        os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
 
     import yaml
 
     from lungpipe.settings import arch_settings
     from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
+    from lungpipe.training.distributed import torchrun_placement
     from lungpipe.training.job import TrainJob, run_training
 
     tuned = {}
@@ -36,22 +57,24 @@ def main() -> None:
     features = path(f"data/features/{settings.frontend}")
     if args.fold != "official":
         features = features / f"fold{args.fold}"
-    for seed in params["train"].get("seeds", [0]):
-        run_training(TrainJob(
-            settings=settings,
-            features_dir=features,
-            out_dir=path(f"models/{args.arch}/{args.fold}/seed{seed}"),
-            checkpoint_dir=path(f"checkpoints/{args.arch}/{args.fold}/seed{seed}"),
-            seed=int(seed),
-            dataset=info["name"],
-            fold=str(args.fold),
-            metric_task=info["metric_task"],
-            class_names=info["class_names"],
-            tracking_uri=uri,
-            experiment=experiment_name(params),
-            tags={"dvc_stage": f"train@{args.arch}-{args.fold}"},
-            n_boot=int(params.get("evaluate", {}).get("n_boot", 200)),
-        ))
+    with torchrun_placement(settings.train.device, distributed.backend) as placement:
+        for seed in params["train"].get("seeds", [0]):
+            run_training(TrainJob(
+                settings=settings,
+                features_dir=features,
+                out_dir=path(f"models/{args.arch}/{args.fold}/seed{seed}"),
+                checkpoint_dir=path(f"checkpoints/{args.arch}/{args.fold}/seed{seed}"),
+                seed=int(seed),
+                dataset=info["name"],
+                fold=str(args.fold),
+                metric_task=info["metric_task"],
+                class_names=info["class_names"],
+                tracking_uri=uri,
+                experiment=experiment_name(params),
+                tags={"dvc_stage": f"train@{args.arch}-{args.fold}"},
+                n_boot=int(params.get("evaluate", {}).get("n_boot", 200)),
+                placement=placement,
+            ))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     amp: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "fp16" (with a gradient scaler) | "off"
     compile: bool = False  # torch.compile the model's forward
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch (MRINet's release)
     log_every: int = 50  # optimizer steps between host reads of the running loss (progress, non-finite check)
     eval_batch_size: int = 64
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -27,7 +27,10 @@ from lungpipe.models import create_model, resolve_config
 from lungpipe.settings import ArchSettings
 from lungpipe.training import checkpoint
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
-from lungpipe.training.engine import EpochCallback, FitResult, fit, predict_proba, run_signature
+from lungpipe.training.device import pick_device
+from lungpipe.training.engine import EpochCallback, FitResult, fit, run_signature
+from lungpipe.training.inference import predict_loader
+from lungpipe.training.placement import SingleProcess
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class TrainJob:
     nested: bool = False
     run_name: str | None = None
     parent_run_id: str | None = None  # tuning: trials are child runs of the study's run
+    placement: SingleProcess | None = None  # a rank of a torchrun run (lungpipe.training.distributed); None: one process
 
 
 @dataclass
@@ -122,11 +126,17 @@ def run_training(job: TrainJob) -> TrainJobResult:
         "selection": selection_note, "features": {"dir": str(job.features_dir), "n_frames": int(n_frames),
                                                    "n_mels": int(n_mels)},
     }
+    placement = job.placement or SingleProcess(pick_device(train_cfg.device))
+    world_size = getattr(placement, "world_size", 1)
+    if world_size > 1:  # the data order depends on it: a checkpoint resumes only with the same number of processes
+        resolved["distributed"] = {"world_size": world_size}
     signature = run_signature(resolved, sorted(train_split.stats.items()) if hasattr(train_split, "stats") else None)
     evaluate = _evaluator(job.metric_task, num_classes)
     out_dir = Path(job.out_dir)
 
-    run_ctx, callbacks = _tracking_context(job, resolved), list(job.callbacks)
+    # rank 0 alone logs and writes; the other ranks train, evaluate and gather with it
+    run_ctx = _tracking_context(job, resolved) if placement.writer else _NoRun()
+    callbacks = list(job.callbacks)
     with run_ctx as run:
         if run is not None:
             from lungpipe.tracking import EpochLogger
@@ -134,11 +144,18 @@ def run_training(job: TrainJob) -> TrainJobResult:
             callbacks.insert(0, EpochLogger())
         result = fit(
             model, train_ds, val_ds, train_cfg, num_classes=num_classes, evaluate=evaluate,
-            checkpoint_dir=job.checkpoint_dir, signature=signature, callbacks=callbacks, progress=job.progress,
-            description=f"{s.name} {job.fold} seed {job.seed}",
+            checkpoint_dir=job.checkpoint_dir, signature=signature, callbacks=callbacks,
+            progress=job.progress if placement.writer else False,
+            description=f"{s.name} {job.fold} seed {job.seed}", placement=placement,
         )
         if result.best_state is not None:
             model.load_state_dict(result.best_state)
+        test_probs = _predict(placement, model, test_split, train_cfg) if job.score_test else None
+        if not placement.writer:
+            return TrainJobResult(result, {}, None, None, out_dir)
+        if world_size > 1:  # a plain copy to save and log: no DDP hook, BatchNorm instead of SyncBatchNorm
+            trained, model = model, create_model(s.name, model_cfg)
+            model.load_state_dict(trained.state_dict())
         model.cpu().eval()
         val_metrics = {k[4:]: v for k, v in result.history[result.best_epoch].items() if k.startswith("val_")} \
             if result.best_epoch >= 0 else {}
@@ -153,7 +170,7 @@ def run_training(job: TrainJob) -> TrainJobResult:
         files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
         files["config"] = atomic.write_json(out_dir / "config.json", resolved)
         if job.score_test:
-            test_metrics, pred_path, png = _score_test(job, model, test_split, num_classes, train_cfg)
+            test_metrics, pred_path, png = _score_test(job, test_probs, test_split, num_classes)
             files["predictions"] = pred_path
             files["confusion"] = png
         if run is not None:
@@ -161,15 +178,20 @@ def run_training(job: TrainJob) -> TrainJobResult:
     return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
 
 
-def _score_test(job: TrainJob, model, test_split, num_classes: int, train_cfg):
+def _predict(placement: SingleProcess, model, test_split, train_cfg) -> np.ndarray:
+    """Test probabilities in row order, from every rank of a distributed run."""
+    dataset = SpectrogramDataset(test_split.x, test_split.index["label"].to_numpy())
+    loader = placement.eval_loader(dataset, train_cfg)
+    return placement.gather(predict_loader(model, loader, placement.device, train_cfg.amp))
+
+
+def _score_test(job: TrainJob, probs: np.ndarray, test_split, num_classes: int):
     from lungpipe.metrics import compute_metrics
     from lungpipe.plots import plot_confusion
     from lungpipe.predictions import write_predictions
 
     idx = test_split.index
     labels = idx["label"].to_numpy()
-    probs = predict_proba(model, SpectrogramDataset(test_split.x, labels), batch_size=train_cfg.eval_batch_size,
-                          device="cpu" if not torch.cuda.is_available() else "cuda", amp=train_cfg.amp)
     pred_path = Path(job.out_dir) / "predictions.csv"
     write_predictions(pred_path, idx["recording"].to_numpy(), idx["cycle"].to_numpy(), idx["patient"].to_numpy(),
                       labels, probs)

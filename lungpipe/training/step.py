@@ -70,11 +70,14 @@ class LossMeter:
     def mean_loss(self) -> float:
         return float(self._loss.item()) / max(self.n, 1)
 
-    def means(self) -> dict[str, float]:
-        """``train_loss`` and ``train_<part>`` means of the epoch (one host sync)."""
-        n = max(self.n, 1)
-        values = torch.stack([self._loss, *self._parts.values()]).cpu().tolist()
-        return {"train_loss": values[0] / n, **{f"train_{k}": v / n for k, v in zip(self._parts, values[1:])}}
+    def means(self, reduce_sum=None) -> dict[str, float]:
+        """``train_loss`` and ``train_<part>`` means of the epoch (one host sync). ``reduce_sum``
+        sums the totals and the sample count over the processes of a distributed run."""
+        totals = torch.stack([self._loss, *self._parts.values(),
+                              torch.tensor(float(self.n), dtype=torch.float64, device=self.device)])
+        values = (totals if reduce_sum is None else reduce_sum(totals)).cpu().tolist()
+        n = max(values[-1], 1.0)
+        return {"train_loss": values[0] / n, **{f"train_{k}": v / n for k, v in zip(self._parts, values[1:-1])}}
 
 
 class TrainStep:
