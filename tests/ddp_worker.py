@@ -4,13 +4,15 @@ Every rank trains :class:`PlainNet` on the separable task through the
 engine's ``fit`` with the placement torchrun gives; rank 0 writes ``result.json`` (the history and
 the gathered validation probabilities next to the same model's probabilities computed in one
 process) and ``weights.pt`` to ``--out``. ``--pause-after-epoch k``: rank 0 writes ``paused`` after
-epoch k's checkpoint and sleeps, so the test can SIGKILL the run there.
+epoch k's checkpoint and sleeps, so the test can SIGKILL the run there; every rank writes its
+process id to ``pid.rank<r>`` (torchrun starts its workers in sessions of their own).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +67,8 @@ def main() -> None:
             time.sleep(600)
 
     with torchrun_placement("cpu", "gloo") as placement:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"pid.rank{placement.rank}").write_text(str(os.getpid()))  # torchrun's workers have their own session
         torch.manual_seed(0)
         model = PlainNet()
         result = fit(model, train_ds, val_ds, cfg, num_classes=K, evaluate=accuracy_eval,

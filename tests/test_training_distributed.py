@@ -9,6 +9,7 @@ same computation up to float32 summation order. Tolerance: 1e-5 relative (measur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,7 +103,10 @@ def test_a_killed_two_process_run_resumes_from_last_pt_to_the_same_weights(two_r
             time.sleep(0.5)
         assert (checkpoints / "last.pt").exists()
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun ...
+        for pid_file in out.glob("pid.rank*"):  # ... and both ranks, which torchrun starts in sessions of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
         proc.wait(timeout=60)
     assert not (out / "result.json").exists()
     resumed = run_worker(2, out, "--checkpoints", str(checkpoints))
@@ -153,3 +157,46 @@ def test_under_torchrun_reads_the_variables_torchrun_sets(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert under_torchrun()
+
+
+def test_the_train_stage_launches_torchrun_and_rank_0_alone_writes(tmp_path):
+    """``train.distributed.nproc_per_node: 2``: the real stage re-launches itself under torchrun;
+    one model, one predictions file (test rows in order, gathered from both ranks) and one MLflow run."""
+    import shutil
+
+    import mlflow
+    import pandas as pd
+    import yaml
+    from featuredir import write_feature_dir
+
+    from lungpipe.training.data import SpectrogramDataset
+    from lungpipe.training.inference import predict_proba
+    from lungpipe.training.job import load_model
+
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(architectures=["cnn6"], seeds=[0], use_tuned=False,
+                           distributed={"nproc_per_node": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}"})
+    params["train"]["defaults"].update(epochs=2, batch_size=8, threads=1, log_every=1)
+    params["evaluate"]["n_boot"] = 10
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    features = write_feature_dir(tmp_path / "data/features" / params["arch"]["cnn6"]["frontend"], n_train=48,
+                                 n_test=21, n_frames=32, n_mels=16)
+    env = {**worker_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, str(tmp_path / "stages/train.py"), "cnn6"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "launching 2 processes" in proc.stderr
+    out = tmp_path / "models/cnn6/official/seed0"
+    assert json.loads((out / "config.json").read_text())["distributed"] == {"world_size": 2}
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    test_index = pd.read_csv(features / "test.csv")
+    preds = pd.read_csv(out / "predictions.csv")
+    assert preds["cycle"].tolist() == test_index["cycle"].tolist()  # 21 rows over 2 ranks, back in order
+    prob_cols = [c for c in preds.columns if c.startswith("prob")]
+    expected = predict_proba(load_model(out / "model.pt"),
+                             SpectrogramDataset(np.load(features / "test.npy"), test_index["label"].to_numpy()))
+    np.testing.assert_allclose(preds[prob_cols].to_numpy(), expected, atol=1e-5)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(experiment_names=[f"lungpipe-{params['data']['source']}"])
+    assert len(runs) == 1  # rank 0 alone logs

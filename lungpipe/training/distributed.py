@@ -14,8 +14,9 @@ The train stage launches ``torchrun`` when ``train.distributed`` asks for more t
   ``training_loss`` hook so gradients are averaged over the ranks. With
   ``train.sync_batchnorm`` the BatchNorm layers become ``SyncBatchNorm`` (statistics over the
   global batch, as MRINet's release trained on 2 GPUs; torch runs it on CUDA only, so on CPUs it
-  is a ConfigError); without it each rank normalises its own share and rank 0's running
-  statistics are broadcast at every forward.
+  is a ConfigError); without it each rank normalises its own share, and rank 0's running
+  statistics are broadcast at every forward and at the end of every epoch (so the model that is
+  evaluated and saved is the same on every rank).
 - Every epoch each rank reseeds its random sources (augmentation, dropout) from (seed, epoch,
   rank): the ranks draw different masks, and a run resumed from ``last.pt`` draws what the
   uninterrupted run drew.
@@ -164,6 +165,14 @@ class DistributedPlacement(SingleProcess):
         torch.manual_seed(seed)
         if self._generator is not None:
             self._generator.manual_seed(seed)
+
+    @torch.no_grad()
+    def end_epoch(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP broadcasts them at the
+        start of each forward, so after the epoch's last step each rank holds its own; evaluation and
+        the saved weights must be one model."""
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
     def reduce_sum(self, totals: torch.Tensor) -> torch.Tensor:
         """``totals`` summed over the ranks (the epoch's loss sums and sample count)."""

@@ -186,6 +186,7 @@ def _train_epoch(run: _Run, epoch: int, display: FitDisplay) -> dict[str, Any]:
             pending = 0
     if meter.steps > meter.checked_steps:
         meter.check(run.description)
+    run.placement.end_epoch(run.model)
     means = meter.means(run.placement.reduce_sum)
     display.steps(pending, means["train_loss"])
     return {"epoch": epoch, "train_loss": means.pop("train_loss"), "lr": run.step.lr,

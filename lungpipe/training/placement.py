@@ -54,6 +54,9 @@ class SingleProcess:
     def start_epoch(self, loader: DataLoader, epoch: int) -> None:
         """Nothing to do for one process (a DistributedSampler's ``set_epoch`` goes here)."""
 
+    def end_epoch(self, model: nn.Module) -> None:
+        """Nothing to do for one process (a distributed run gives every rank rank 0's buffers here)."""
+
     def reduce_sum(self, totals: torch.Tensor) -> torch.Tensor:
         """``totals`` summed over the processes (one process: as they are)."""
         return totals
