@@ -28,7 +28,7 @@ def main() -> None:
     params = load_params()
 
     from lungpipe.config import from_dict
-    from lungpipe.training.launch import DistributedConfig, torchrun_command, under_torchrun
+    from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
 
     distributed = dict(params["train"].get("distributed") or {})
     if args.node_rank is not None:
@@ -51,6 +51,7 @@ def main() -> None:
     if params["train"].get("use_tuned") and tuned_file.exists():
         tuned = (yaml.safe_load(tuned_file.read_text()) or {}).get("best_params") or {}
     settings = arch_settings(params, args.arch, tuned)
+    per_rank_batch(settings.train.batch_size, distributed.world_size, f"{args.arch}: train.batch_size")
     info = dataset_info(params)
     uri = resolve_tracking_uri(ROOT)
     check_tracking_server(uri)  # fail before training, not after hours

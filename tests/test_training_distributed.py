@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from lungpipe.config import ConfigError
-from lungpipe.training.distributed import EvalShard, unshard
-from lungpipe.training.launch import DistributedConfig, torchrun_command, under_torchrun
+from lungpipe.training.distributed import DistributedPlacement, EvalShard, unshard
+from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -137,6 +137,20 @@ def test_distributed_config_errors_name_the_key():
         DistributedConfig(rdzv_endpoint="10.0.0.1")
     with pytest.raises(ConfigError, match="train.distributed.backend"):
         DistributedConfig(backend="mpi")
+
+
+def test_the_global_batch_splits_evenly_over_the_ranks_or_the_error_names_the_key():
+    assert per_rank_batch(64, 2) == 32
+    with pytest.raises(ConfigError, match="mrinet: train.batch_size 30 .* multiple of 4"):
+        per_rank_batch(30, 4, "mrinet: train.batch_size")
+
+
+def test_sync_batchnorm_on_cpu_ranks_is_a_config_error_naming_the_key():
+    from tiny_training import TinyNet, quiet_cfg
+
+    placement = DistributedPlacement(torch.device("cpu"), rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="train.sync_batchnorm needs CUDA"):
+        placement.prepare(TinyNet(), quiet_cfg(sync_batchnorm=True))
 
 
 def test_torchrun_command_for_one_and_for_several_machines():

@@ -45,10 +45,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from lungpipe.config import ConfigError
 from lungpipe.training.config import TrainConfig
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.device import pick_device
-from lungpipe.training.launch import BACKENDS, under_torchrun
+from lungpipe.training.launch import BACKENDS, per_rank_batch, under_torchrun
 from lungpipe.training.placement import SingleProcess
 from lungpipe.training.seeding import seed_worker
 
@@ -105,15 +106,6 @@ class DistributedPlacement(SingleProcess):
         self._seed = 0
         self._sync_batchnorm = False
 
-    def per_rank(self, batch_size: int, key: str) -> int:
-        if batch_size % self.world_size:
-            from lungpipe.config import ConfigError
-
-            raise ConfigError(f"{key} {batch_size} is the global batch and must divide evenly over the "
-                              f"{self.world_size} processes (nnodes x nproc_per_node); choose a multiple of "
-                              f"{self.world_size}")
-        return batch_size // self.world_size
-
     def prepare(self, model: nn.Module, cfg: TrainConfig) -> nn.Module:
         self._sync_batchnorm = cfg.sync_batchnorm
         return super().prepare(model, cfg)
@@ -124,8 +116,6 @@ class DistributedPlacement(SingleProcess):
         process; only its ``training_loss`` now goes through DDP."""
         if self._sync_batchnorm and self.world_size > 1:
             if self.device.type != "cuda":
-                from lungpipe.config import ConfigError
-
                 raise ConfigError("train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs on GPUs "
                                   "only); set it to false to train on CPUs, each rank then normalises its own share")
             converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -140,7 +130,7 @@ class DistributedPlacement(SingleProcess):
         self._generator, self._seed = generator, int(cfg.seed)
         sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True,
                                      seed=int(cfg.seed), drop_last=False)
-        batch = self.per_rank(cfg.batch_size, "train.batch_size")
+        batch = per_rank_batch(cfg.batch_size, self.world_size)
         shard = len(sampler)
         # a lone last sample per rank breaks BatchNorm in training (as in make_loader)
         drop = (cfg.drop_last and shard >= batch) or (shard > batch and shard % batch == 1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lungpipe.config import ConfigError
 
-__all__ = ["BACKENDS", "RDZV_BACKENDS", "DistributedConfig", "torchrun_command", "under_torchrun"]
+__all__ = ["BACKENDS", "RDZV_BACKENDS", "DistributedConfig", "per_rank_batch", "torchrun_command", "under_torchrun"]
 
 #: process-group backends; auto: nccl on CUDA, gloo on the CPU
 BACKENDS = ("auto", "nccl", "gloo")
@@ -71,6 +71,15 @@ class DistributedConfig:
     def launches(self) -> bool:
         """True when the stage has to start torchrun (more than one process in all)."""
         return self.world_size > 1
+
+
+def per_rank_batch(batch_size: int, world_size: int, key: str = "train.batch_size") -> int:
+    """Each rank's share of the global ``batch_size``; a ConfigError naming ``key`` when it does not
+    divide evenly."""
+    if batch_size % world_size:
+        raise ConfigError(f"{key} {batch_size} is the global batch and must divide evenly over the {world_size} "
+                          f"processes (nnodes x nproc_per_node); choose a multiple of {world_size}")
+    return batch_size // world_size
 
 
 def under_torchrun() -> bool:
