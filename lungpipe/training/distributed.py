@@ -147,7 +147,15 @@ class DistributedPlacement(SingleProcess):
                           persistent_workers=num_workers > 0, worker_init_fn=seed_worker if num_workers > 0 else None)
 
     def start_epoch(self, loader: DataLoader, epoch: int) -> None:
-        """The sampler's epoch, and this rank's random sources seeded from (seed, epoch, rank)."""
+        """The sampler's epoch, and this rank's random sources seeded from (seed, epoch, rank). All
+        ranks must be at the same epoch: one that resumed from ``last.pt`` while another found none
+        (a checkpoint folder not shared between machines) is an error, not a silent divergence."""
+        span = torch.tensor([epoch, -epoch], dtype=torch.int64, device=self.device)
+        dist.all_reduce(span, op=dist.ReduceOp.MAX)
+        if int(span[0]) != -int(span[1]):
+            raise RuntimeError(f"the ranks start different epochs ({-int(span[1])} to {int(span[0])}): some resumed "
+                               f"from last.pt and some did not. Put the checkpoints folder on storage every "
+                               f"machine shares (or copy it to each) before resuming")
         loader.sampler.set_epoch(epoch)
         seed = int(np.random.SeedSequence([self._seed, epoch, self.rank]).generate_state(1)[0])
         random.seed(seed)
