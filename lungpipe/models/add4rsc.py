@@ -289,6 +289,11 @@ def _build(backbone_name: str, cfg: ADD4RSCConfig) -> ADD4RSC:
     ADD4RSCConfig,
     AST_PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before AST",
+    summaries={
+        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then AST-base with "
+        "stride-16 patches (1024), AudioSet position embedding left random",
+        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then the small AST",
+    },
 )
 def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     return _build("ast", cfg)
@@ -299,6 +304,10 @@ def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     ADD4RSCConfig,
     PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before ResNet50",
+    summaries={
+        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then ResNet50 3-4-6-3",
+        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then ResNet 1-1-1-1 width 16",
+    },
 )
 def build_add4rsc_resnet50(cfg: ADD4RSCConfig) -> ADD4RSC:
     return _build("resnet50", cfg)
