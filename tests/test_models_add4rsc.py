@@ -385,3 +385,20 @@ def test_pretrained_under_backbone_is_refused_with_the_key_to_use():
         resolve_config("add4rsc_ast", {"preset": "small", "backbone": {"pretrained": "x.pt"}}).validate()
     with pytest.raises(ConfigError, match="pos_embed"):
         _model(pos_embed="learned")
+
+
+def test_both_softmax_maps_go_through_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(q, k, v, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return real(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    torch.manual_seed(0)
+    attn = MultiHeadDifferentialAttention(d_model=24, num_heads=3, lambda_init=0.5)
+    x = torch.randn(2, 9, 24)
+    out = attn(x)
+    assert calls == [(2, 3, 9, 8), (2, 3, 9, 8)]  # Q1K1 and Q2K2, head width 8, per head
+    assert torch.allclose(out, _explicit_diff_attention(attn, x), atol=1e-5)
