@@ -18,7 +18,11 @@ the first two time tokens of the AFF output and pulls its softmax towards a labe
 ``bias_loss="view_consistency"`` (the paper's text) compares predictions on the batch and on a
 SpecAugment-ed copy drawn inside the hook. Either way ``loss = β·bias + (1 − β)·CE``.
 
-Registered as ``add4rsc_ast`` and ``add4rsc_resnet50`` with presets ``paper`` and ``small``.
+Registered as ``add4rsc_ast`` and ``add4rsc_resnet50`` with presets ``paper`` and ``small``. As
+released, the AST inside ``add4rsc_ast``'s ``paper`` preset patches with stride 16 in both axes (1024
+patches on 1024×256), its AudioSet weights come through the top-level ``pretrained`` option, and its
+position embedding is left at random init (``pos_embed: random``; ``interpolated`` adapts AudioSet's).
+The main loss is the criterion the engine passes (plain CE in the release: ``train.class_weighted: false``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A frequency branch (interlaced two-stream pre-activation CNN) and a time branch (HTS-AT's Swin
 encoder on the spectrogram folded into an image, implemented here without timm) produce maps of
-the same ``(C, freq, time)`` shape; SK-style branch attention mixes them per channel, and a
+the same ``(C, freq, time)`` shape; a branch attention mixes them per channel, and a
 token-semantic head turns the mix into a class × time map whose time mean is the logits.
 
 Presets: ``paper`` (the released code: blocks [6, 8, 12, 10], 119,733,980 trainable parameters at
