@@ -66,7 +66,7 @@ class AugmentConfig:
 
 def max_mask_width(frac: float, size: int) -> int:
     """The largest mask width on an axis of ``size`` cells: ``round(frac * size)``, at most ``size``."""
-    return min(size, int(round(frac * size)))
+    return min(size, round(frac * size))
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
