@@ -251,9 +251,9 @@ class ADD4RSC(LungModel):
         cfg = self.cfg
         aug = AugmentConfig(
             freq_masks=cfg.specaug_freq_masks,
-            freq_mask_width=round(cfg.specaug_freq_fraction * x.shape[-1]),
+            freq_mask_frac=cfg.specaug_freq_fraction,
             time_masks=cfg.specaug_time_masks,
-            time_mask_width=round(cfg.specaug_time_fraction * x.shape[-2]),
+            time_mask_frac=cfg.specaug_time_fraction,
             fill="mean",
         )
         return spec_augment(x, aug)
