@@ -1,0 +1,76 @@
+"""The stage scripts under test: download → manifest → preprocess → tune → train → evaluate →
+report through a real `dvc repro` on the tiny profile (tests/tiny_project.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from tiny_project import ARCH, make_tiny_project, run
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    project = make_tiny_project(tmp_path_factory.mktemp("tiny") / "proj")
+    run(project, "dvc", "repro", timeout=900)
+    return project
+
+
+def _stale_stages(project) -> set[str]:
+    status = json.loads(run(project, "dvc", "status", "--json").stdout or "{}")
+    return set(status)
+
+
+def test_repro_runs_every_stage_and_leaves_the_pipeline_up_to_date(project):
+    for stage in ("download", "manifest", "preprocess@small", f"tune@{ARCH}", f"train@{ARCH}", f"evaluate@{ARCH}",
+                  "report"):
+        assert f"{stage}:" in (project / "dvc.lock").read_text(), stage
+    assert _stale_stages(project) == set()
+    assert (project / "report" / "index.html").is_file()
+    assert sorted(p.name for p in (project / "models" / ARCH / "official").iterdir()) == ["seed0", "seed1"]
+
+
+def test_tuned_values_reach_the_trained_config(project):
+    tuned = yaml.safe_load((project / "tuned" / f"{ARCH}.yaml").read_text())
+    assert tuned["trials"]["complete"] == 2 and set(tuned["best_params"]) == {"lr"}
+    for seed in (0, 1):
+        config = json.loads((project / "models" / ARCH / "official" / f"seed{seed}" / "config.json").read_text())
+        assert config["tuned"] == tuned["best_params"]
+        assert config["train"]["lr"] == tuned["best_params"]["lr"] != 0.001
+        assert config["display_name"].startswith(f"{ARCH} (small preset: ")
+
+
+def test_report_numbers_are_what_dvc_metrics_show_prints(project):
+    shown = json.loads(run(project, "dvc", "metrics", "show", "--json").stdout)
+    (entry,) = shown.values()
+    metrics = entry["data"][f"metrics/{ARCH}.json"]["data"]
+    assert metrics == json.loads((project / "metrics" / f"{ARCH}.json").read_text())
+    summary = json.loads((project / "report" / "summary.json").read_text())
+    assert summary["architectures"][ARCH]["metrics"] == metrics
+    assert all(v is None or isinstance(v, float) for v in metrics.values())
+    assert metrics["score_sd"] is not None  # two seeds: a spread
+    runs = summary["architectures"][ARCH]["runs"]
+    assert [r["seed"] for r in runs] == ["0", "1"] and all(r["epochs_run"] == 1 for r in runs)
+    curves = (project / "plots" / "validation_curves.csv").read_text().splitlines()
+    assert curves[0] == "architecture,epoch,value,n_runs" and len(curves) == 2
+
+
+def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
+    augment = project / "lungpipe" / "augment.py"
+    original = augment.read_text()
+    try:
+        augment.write_text(original + "\n# an edit of SpecAugment\n")
+        # train and tune run SpecAugment; the report reads TrainConfig's defaults (which import
+        # augment.py); the data stages and evaluate do not import it
+        assert _stale_stages(project) == {f"tune@{ARCH}", f"train@{ARCH}", "report"}
+    finally:
+        augment.write_text(original)
+    render = project / "lungpipe" / "report" / "render.py"
+    original = render.read_text()
+    try:
+        render.write_text(original + "\n# a report edit\n")
+        assert _stale_stages(project) == {"report"}
+    finally:
+        render.write_text(original)
+    assert _stale_stages(project) == set()
