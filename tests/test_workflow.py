@@ -73,7 +73,7 @@ def test_every_lungpipe_command_exists_in_the_cli(workflow):
             if word.startswith("--"):
                 assert word.split("=")[0] in options, f"{job}: `{line}`: unknown option {word}"
         used.append(" ".join(path))
-    assert {"lungpipe ci pull", "lungpipe report", "lungpipe ci summary"} <= set(used)
+    assert {"lungpipe ci pull", "lungpipe ci summary"} <= set(used)
 
 
 def test_install_step_is_the_readme_command(workflow):
@@ -97,14 +97,22 @@ def test_jobs(workflow):
     setup = next(s for s in _steps(cpu) if s.get("uses", "").startswith("actions/setup-python@"))
     assert str(setup["with"]["python-version"]) == "3.11"
     runs = [line for _, _, line in _run_lines({"jobs": {"cpu": cpu}})]
-    assert runs.index("dvc repro") < runs.index("lungpipe report --out report") < next(
-        i for i, r in enumerate(runs) if r.startswith("lungpipe ci summary"))
+    assert runs.index("dvc repro") < next(i for i, r in enumerate(runs) if r.startswith("lungpipe ci summary"))
     uploads = [s for s in _steps(cpu) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert uploads and {"report/", "mlflow.db"} <= set(uploads[0]["with"]["path"].split())
     assert set(gpu["runs-on"]) == {"self-hosted", "gpu"}
     assert "workflow_dispatch" in gpu["if"] and "inputs.paper" in gpu["if"]
     gpu_runs = [line for _, _, line in _run_lines({"jobs": {"gpu": gpu}})]
     assert gpu_runs.index("cp params/paper.yaml params.yaml") < gpu_runs.index("dvc repro")
+
+
+def test_the_tests_run_before_any_retraining(workflow):
+    for name, job in workflow["jobs"].items():
+        runs = [line for _, _, line in _run_lines({"jobs": {name: job}})]
+        tests = [i for i, r in enumerate(runs) if r.startswith("python -m pytest")]
+        assert tests, f"{name}: no test step"
+        assert tests[0] < runs.index("dvc repro"), name
+        assert " -x" in runs[tests[0]], "stop at the first failure: no retraining on broken code"
 
 
 # ------------------------------------------------------------------------------- ci summary logic
