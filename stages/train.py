@@ -27,6 +27,13 @@ def main() -> None:
     from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
     from lungpipe.training.job import TrainJob, run_training
 
+    listed = params["train"].get("architectures")
+    if listed is not None and sorted(listed) != sorted(params.get("arch") or {}):
+        from lungpipe.config import ConfigError
+
+        raise ConfigError(f"train.architectures {listed} must list exactly the architectures of the arch section "
+                          f"{sorted(params.get('arch') or {})}: dvc.yaml trains every arch.<name> (remove an "
+                          "arch section to stop training it)")
     tuned = {}
     tuned_file = path(f"tuned/{args.arch}.yaml")
     if params["train"].get("use_tuned") and tuned_file.exists():

@@ -17,6 +17,16 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
     params = load_params()
+    if args.arch not in ((params.get("tuning") or {}).get("architectures") or []):
+        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
+        from lungpipe import atomic
+
+        atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
+            "study": None, "best_value": None, "best_params": {},
+            "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
+        atomic.write_text(path(f"optuna/{args.arch}/README.txt"), "No study: this architecture is not tuned.\n")
+        print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
+        return
 
     from lungpipe import atomic
     from lungpipe.config import from_dict
@@ -26,14 +36,6 @@ def main() -> None:
     from lungpipe.tuning import TuneJob, TuningConfig, make_storage, run_study
 
     tuning = dict(params.get("tuning") or {})
-    if args.arch not in (tuning.get("architectures") or []):
-        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
-        atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
-            "study": None, "best_value": None, "best_params": {},
-            "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
-        atomic.write_text(path(f"optuna/{args.arch}/README.txt"), "No study: this architecture is not tuned.\n")
-        print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
-        return
     cfg = from_dict(TuningConfig, {k: v for k, v in tuning.items() if k not in ("architectures", "space")},
                     where="tuning")
     settings = arch_settings(params, args.arch)

@@ -164,3 +164,15 @@ def test_params_are_listed_at_leaf_level_where_a_section_is_not_needed(stages):
     section = {"synth": "synth"}.get(source, source)
     assert f"data.{section}" in stages["download"]["params"]
     assert not [p for p in stages["download"]["params"] if p.startswith("data.icbhi")] or source == "icbhi"
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", *sorted(p.name for p in (REPO / "params").glob("*.yaml"))])
+def test_the_trained_architectures_are_the_arch_sections(profile):
+    """dvc.yaml iterates over `arch`; train.architectures (where a profile has it) must agree."""
+    path = REPO / profile if profile == "params.yaml" else REPO / "params" / profile
+    params = yaml.safe_load(path.read_text())
+    listed = (params.get("train") or {}).get("architectures")
+    if listed is not None:
+        assert sorted(listed) == sorted(params["arch"]), profile
+    for arch in (params.get("tuning") or {}).get("architectures") or []:
+        assert arch in params["arch"], (profile, arch)

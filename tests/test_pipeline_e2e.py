@@ -74,3 +74,15 @@ def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(pr
     finally:
         render.write_text(original)
     assert _stale_stages(project) == set()
+
+
+def test_an_untuned_architecture_gets_an_empty_tuned_file(tmp_path):
+    """tune@<arch> runs for every architecture (train@<arch> depends on its own tuned file)."""
+    project = make_tiny_project(tmp_path / "proj")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tuning"]["architectures"] = []
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    run(project, "python", "stages/tune.py", ARCH)
+    tuned = yaml.safe_load((project / "tuned" / f"{ARCH}.yaml").read_text())
+    assert tuned["best_params"] == {} and tuned["study"] is None and "not tuned" in tuned["note"]
+    assert (project / "optuna" / ARCH).is_dir()
