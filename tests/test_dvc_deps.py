@@ -85,6 +85,7 @@ def resolved_stages(root: Path) -> dict[str, dict]:
                 "cmd": stage.cmd,
                 "deps": [str(Path(d.def_path)) for d in stage.deps if not d.def_path.endswith("params.yaml")],
                 "params": sorted(k for d in stage.deps if hasattr(d, "params") for k in (d.params or [])),
+                "outs": [str(Path(o.def_path)) for o in stage.outs],
             }
         return out
 
@@ -176,3 +177,9 @@ def test_the_trained_architectures_are_the_arch_sections(profile):
         assert sorted(listed) == sorted(params["arch"]), profile
     for arch in (params.get("tuning") or {}).get("architectures") or []:
         assert arch in params["arch"], (profile, arch)
+
+
+def test_data_raw_dir_is_honoured(stages):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["data"]["raw_dir"]
+    assert raw in stages["download"]["outs"]
+    assert raw in stages["manifest"]["deps"] and raw in stages["preprocess@small"]["deps"]

@@ -56,6 +56,13 @@ def test_report_numbers_are_what_dvc_metrics_show_prints(project):
     assert curves[0] == "architecture,epoch,value,n_runs" and len(curves) == 2
 
 
+def test_dvc_draws_the_validation_curve_overlay(project):
+    plots = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)
+    (key,) = [k for k in plots if "validation_curves" in k]
+    spec = json.dumps(plots[key])
+    assert '"field": "architecture"' in spec and f"{ARCH} (small preset" in spec  # one line per architecture
+
+
 def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
     augment = project / "lungpipe" / "augment.py"
     original = augment.read_text()
@@ -86,3 +93,13 @@ def test_an_untuned_architecture_gets_an_empty_tuned_file(tmp_path):
     tuned = yaml.safe_load((project / "tuned" / f"{ARCH}.yaml").read_text())
     assert tuned["best_params"] == {} and tuned["study"] is None and "not tuned" in tuned["note"]
     assert (project / "optuna" / ARCH).is_dir()
+
+
+def test_mlflow_runs_name_the_preset(project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if r.data.tags.get("dvc_stage") == f"train@{ARCH}"]
+    assert sorted(r.info.run_name for r in runs) == [f"{ARCH}[small]-official-seed0", f"{ARCH}[small]-official-seed1"]
+    assert all(r.data.tags["model_summary"].startswith(f"{ARCH} (small preset: ") for r in runs)
