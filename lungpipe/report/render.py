@@ -172,9 +172,9 @@ def render_html(data: ReportData) -> str:
          f"the numbers of <code>dvc metrics show</code>); {len(data.archs)} architecture(s); generated "
          f"{_e(data.generated)}.</p>"),
         "<h2>Test metrics</h2>",
-        "<p>Percentages on the test split. <em>Pooled</em>: the metric of all runs' predictions together, with a "
-        "95% bootstrap interval that resamples patients and seeds. <em>Mean ± sd</em>: over seeds (over folds for "
-        f"cross-validation). ★ marks the best pooled {_e(label)}.</p>",
+        ("<p>Percentages on the test split. <em>Pooled</em>: the metric of all runs' predictions together, with a "
+         "95% bootstrap interval that resamples patients and seeds. <em>Mean ± sd</em>: over seeds (over folds for "
+         f"cross-validation). ★ marks the best pooled {_e(label)}.</p>"),
         _scores_table(data),
     ]
     notes = [(a.architecture, n) for a in data.archs for n in a.notes]

@@ -115,10 +115,9 @@ def run_training(job: TrainJob) -> TrainJobResult:
                                                         f"{s.name}: train.selection_metric"))
     torch.manual_seed(job.seed)
     model = create_model(s.name, model_cfg)
-    from lungpipe.naming import display_name
-
     resolved = {
-        "arch": s.name, "display_name": display_name(s.name, s.model), "frontend": s.frontend, "fold": job.fold, "seed": job.seed, "dataset": job.dataset,
+        "arch": s.name, "display_name": display_name_of(job), "frontend": s.frontend, "fold": job.fold,
+        "seed": job.seed, "dataset": job.dataset,
         "model": resolved_model, "train": to_dict(train_cfg), "split": to_dict(s.split), "tuned": s.tuned,
         "selection": selection_note, "features": {"dir": str(job.features_dir), "n_frames": int(n_frames),
                                                    "n_mels": int(n_mels)},
@@ -183,13 +182,14 @@ def _score_test(job: TrainJob, model, test_split, num_classes: int, train_cfg):
     names = job.class_names or [str(i) for i in range(num_classes)]
     metrics = score_test_predictions(labels, preds, idx["patient"].to_numpy(), task=job.metric_task,
                                      class_names=names, n_boot=job.n_boot, seed=job.seed)
-    png = plot_confusion(np.asarray(metrics["confusion"]), job.class_names or [str(i) for i in range(num_classes)],
+    png = plot_confusion(np.asarray(metrics["confusion"]), names,
                          Path(job.out_dir) / "confusion.png", title=f"{display_name_of(job)}: test")
     atomic.write_json(Path(job.out_dir) / "test_metrics.json", metrics)
     return metrics, pred_path, png
 
 
 def display_name_of(job: TrainJob) -> str:
+    """The architecture named with its preset, e.g. ``resnet50 (small preset: layers 1-1-1-1, …)``."""
     from lungpipe.naming import display_name
 
     return display_name(job.settings.name, job.settings.model)
