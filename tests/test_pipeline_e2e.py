@@ -57,10 +57,13 @@ def test_report_numbers_are_what_dvc_metrics_show_prints(project):
 
 
 def test_dvc_draws_the_validation_curve_overlay(project):
-    plots = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)
-    (key,) = [k for k in plots if "validation_curves" in k]
-    spec = json.dumps(plots[key])
-    assert '"field": "architecture"' in spec and f"{ARCH} (small preset" in spec  # one line per architecture
+    shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    (plot,) = shown["data"]["plots/validation_curves.csv"]
+    spec = plot["content"]
+    assert spec["encoding"]["color"]["field"] == "architecture"  # one line per architecture
+    assert {row["architecture"] for row in spec["data"]["values"]} == {
+        json.loads((project / "metrics" / "details" / f"{ARCH}.json").read_text())["display_name"]}
 
 
 def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
