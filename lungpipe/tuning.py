@@ -141,6 +141,7 @@ def make_storage(url: str | None, default_path: Path | None = None, heartbeat_in
         url = str(default_path)
     if url.startswith(("postgresql", "mysql", "sqlite:")):
         _check_rdb_driver(url)
+        url = sqlalchemy_url(url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
@@ -150,6 +151,12 @@ def make_storage(url: str | None, default_path: Path | None = None, heartbeat_in
     path = Path(url.removeprefix("journal://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://…`` with the driver lungpipe installs (psycopg2) named, since SQLAlchemy 2.1
+    picks psycopg 3 for a bare ``postgresql://``."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 def _check_rdb_driver(url: str) -> None:
