@@ -130,10 +130,9 @@ def make_storage(url: str | None, default_path: Path | None = None, heartbeat_in
     ``2 * heartbeat_interval`` seconds is failed and re-queued once (same params) by
     ``RetryHeartbeatStaleTrialCallback`` (formerly ``RetryFailedTrialCallback``). The journal file has
     no heartbeat; its trials left RUNNING by a dead process are found by :func:`fail_orphaned_trials`."""
+    import optuna
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
-
-    import optuna
 
     if url is None:
         if default_path is None:
@@ -238,7 +237,6 @@ def fail_orphaned_trials(study, max_retry: int = 1) -> list[int]:
     the heartbeat; this covers the journal file. Returns the numbers of the trials failed."""
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     if is_heartbeat_enabled(study._storage):
@@ -393,6 +391,7 @@ class Objective:
 
     def _train(self, trial) -> float:
         import optuna
+
         from lungpipe.training.job import TrainJob, run_training
 
         values = suggest(trial, self.job.space)

@@ -26,8 +26,16 @@ def main() -> None:
     from lungpipe.metrics import resolve_metric
     from lungpipe.settings import arch_settings
     from lungpipe.tracking import resolve_tracking_uri
-    from lungpipe.tuning import TuneJob, TuningConfig, make_storage, parse_space, redact_url, run_study,
-                                 study_name_for, tuned_record
+    from lungpipe.tuning import (
+        TuneJob,
+        TuningConfig,
+        make_storage,
+        parse_space,
+        redact_url,
+        run_study,
+        study_name_for,
+        tuned_record,
+    )
 
     tuning = dict(params.get("tuning") or {})
     cfg = from_dict(TuningConfig, {k: v for k, v in tuning.items() if k not in ("architectures", "space")},

@@ -58,12 +58,12 @@ def start(base: Path) -> str:
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
     port = _free_port()
-    run = lambda cmd: subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True)  # noqa: E731
+    run = lambda cmd: subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True)
     try:
         run([str(bindir / "initdb"), "-D", str(base / "data"), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"])
         run([str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"), "-w", "-t", "60",
-             "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                   "-c full_page_writes=off -c max_connections=200", "start"])
+             "-o", (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+                    "-c full_page_writes=off -c max_connections=200"), "start"])
     except subprocess.CalledProcessError as exc:
         log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
         raise RuntimeError(f"PostgreSQL did not start in {base}: {exc.stderr or exc.stdout}\n{log[-2000:]}") from exc
@@ -77,7 +77,7 @@ def stop(base: Path) -> None:
     base = Path(base)
     if bindir is not None and (base / "data" / "postmaster.pid").exists():
         subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "-w",
-                                        "stop"]), capture_output=True)
+                                        "stop"]), capture_output=True, check=False)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ def _new_study(url: str, name: str, job, cfg: TuningConfig, heartbeat: int = 60)
     return storage
 
 
-def test_two_workers_on_postgresql_lose_and_duplicate_no_trial(tmp_path, postgres_url):
+def test_two_workers_on_postgresql_lose_and_duplicate_no_trial(tmp_path, postgres_url):  # noqa: F811
     cfg = TuningConfig(n_trials=4, epochs=1, pruner="none")
     storage = _new_study(postgres_url, "pg-shared", _job(tmp_path, features=write_feature_dir(
         tmp_path / "features", n_train=48, n_test=8)), cfg)
@@ -39,7 +39,7 @@ def test_two_workers_on_postgresql_lose_and_duplicate_no_trial(tmp_path, postgre
     assert {t.user_attrs["lungpipe_worker"]["pid"] for t in trials} == {p.pid for p in procs}  # both worked
 
 
-def test_a_killed_worker_is_found_by_heartbeat_and_its_trial_retried(tmp_path, postgres_url):
+def test_a_killed_worker_is_found_by_heartbeat_and_its_trial_retried(tmp_path, postgres_url):  # noqa: F811
     job = _job(tmp_path, features=write_feature_dir(tmp_path / "features", n_train=192))
     slow = TuningConfig(n_trials=1, epochs=30, pruner="none", heartbeat_interval=1)
     storage = _new_study(postgres_url, "pg-killed", job, slow, heartbeat=1)
@@ -55,7 +55,7 @@ def test_a_killed_worker_is_found_by_heartbeat_and_its_trial_retried(tmp_path, p
     study = optuna.load_study(study_name="pg-killed", storage=storage)
     study.set_user_attr("tuning", dataclasses.asdict(dataclasses.replace(slow, epochs=1)))  # a short retry
     rescue = subprocess.run(_worker_cmd(postgres_url, "pg-killed", 1, "--heartbeat-interval", "1"), env=_worker_env(),
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, check=False)
     assert rescue.returncode == 0, rescue.stdout + rescue.stderr
     trials = optuna.load_study(study_name="pg-killed", storage=storage).trials
     assert trials[victim.number].state == optuna.trial.TrialState.FAIL  # failed by the heartbeat check

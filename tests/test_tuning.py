@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from featuredir import write_feature_dir
 
-import optuna
 from lungpipe.config import ConfigError
 from lungpipe.settings import arch_settings
 from lungpipe.tuning import (
