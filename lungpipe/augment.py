@@ -34,6 +34,9 @@ FILLS = ("mean", "zero")
 RELEASE_APPLY_Z = 1.0
 #: Its probability, P(z <= 1) = Phi(1).
 RELEASE_APPLY_PROB = 0.5 * (1.0 + math.erf(RELEASE_APPLY_Z / math.sqrt(2.0)))
+#: The release's largest masks, 48 of 128 mel bins and 160 of 798 frames, as fractions of the axis.
+RELEASE_FREQ_MASK_FRAC = 48 / 128
+RELEASE_TIME_MASK_FRAC = 160 / 798
 
 
 @dataclass
@@ -66,7 +69,7 @@ class AugmentConfig:
 
 def max_mask_width(frac: float, size: int) -> int:
     """The largest mask width on an axis of ``size`` cells: ``round(frac * size)``, at most ``size``."""
-    return min(size, int(round(frac * size)))
+    return min(size, round(frac * size))
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

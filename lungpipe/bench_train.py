@@ -158,13 +158,14 @@ def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: 
 
 
 def _bench_config(batch_size: int, workers: int, device):
-    from lungpipe.augment import AugmentConfig
+    from lungpipe.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig
     from lungpipe.training.config import TrainConfig
 
     return TrainConfig(epochs=1, batch_size=batch_size, lr=1e-4, grad_clip=0.0, class_weighted=False,
                        ma_update=True, ma_beta=BENCH_MA_BETA, num_workers=workers, device=str(device),
                        deterministic=False, log_every=50,
-                       augment=AugmentConfig(mode="release", freq_mask_frac=0.375, time_mask_frac=0.2005))
+                       augment=AugmentConfig(mode="release", freq_mask_frac=RELEASE_FREQ_MASK_FRAC,
+                                             time_mask_frac=RELEASE_TIME_MASK_FRAC))
 
 
 def _time_engine(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigures:

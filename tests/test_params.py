@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ def test_tuning_section_builds(params):
     from_dict(TuningConfig, {k: v for k, v in tuning.items() if k not in ("architectures", "space")})
     for arch in tuning["architectures"]:
         s = arch_settings(params, arch)
-        assert parse_space(arch, tuning["space"][arch], dataclasses.asdict(s.train), s.model)
+        assert parse_space(arch, tuning["space"][arch], s)
 
 
 def test_typo_in_an_architecture_section_is_an_error():

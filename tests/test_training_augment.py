@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from lungpipe.augment import RELEASE_APPLY_PROB, AugmentConfig, max_mask_width, mixup, spec_augment
+from lungpipe.augment import (
+    RELEASE_APPLY_PROB,
+    RELEASE_FREQ_MASK_FRAC,
+    RELEASE_TIME_MASK_FRAC,
+    AugmentConfig,
+    max_mask_width,
+    mixup,
+    spec_augment,
+)
 from lungpipe.config import ConfigError
 
 
@@ -36,14 +44,15 @@ def _time_widths(x, out):
 
 
 def test_release_widths_are_integers_in_0_48_and_0_160_on_the_128x798_input():
-    assert max_mask_width(0.375, 128) == 48 and max_mask_width(0.2005, 798) == 160
+    assert max_mask_width(RELEASE_FREQ_MASK_FRAC, 128) == 48 and max_mask_width(RELEASE_TIME_MASK_FRAC, 798) == 160
+    assert max_mask_width(0.375, 128) == 48 and max_mask_width(0.2005, 798) == 160  # the paper profile's values
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4000, 1, 3, 128)
-    out = spec_augment(x, AugmentConfig(mode="release", freq_masks=1, freq_mask_frac=0.375, time_masks=0), gen)
+    out = spec_augment(x, AugmentConfig(mode="release", freq_masks=1, freq_mask_frac=RELEASE_FREQ_MASK_FRAC, time_masks=0), gen)
     widths = _freq_widths(x, out)
     assert set(widths.tolist()) == set(range(48))  # 0 included, 48 never
     x = torch.randn(3000, 1, 798, 2)
-    out = spec_augment(x, AugmentConfig(mode="release", time_masks=1, time_mask_frac=0.2005, freq_masks=0), gen)
+    out = spec_augment(x, AugmentConfig(mode="release", time_masks=1, time_mask_frac=RELEASE_TIME_MASK_FRAC, freq_masks=0), gen)
     assert set(_time_widths(x, out).tolist()) == set(range(160))
 
 

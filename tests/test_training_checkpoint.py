@@ -7,12 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
+from tiny_training import K, TinyNet, quiet_cfg, separable_task
 
 from lungpipe.training import checkpoint
 from lungpipe.training.checkpoint import Checkpointer, UnsafeCheckpointError
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.engine import fit
-from tiny_training import K, TinyNet, quiet_cfg, separable_task
 
 
 class _CreatesAFile:

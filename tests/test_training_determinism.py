@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
 from lungpipe.training.config import AugmentConfig
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.engine import fit
-from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
 
 class NoisyDataset(SpectrogramDataset):

@@ -189,6 +189,7 @@ def test_the_train_stage_launches_torchrun_and_rank_0_alone_writes(tmp_path):
 
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["arch"] = {"cnn6": params["arch"]["cnn6"]}
     params["train"].update(architectures=["cnn6"], seeds=[0], use_tuned=False,
                            distributed={"nproc_per_node": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}"})
     params["train"]["defaults"].update(epochs=2, batch_size=8, threads=1, log_every=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tiny_training import quiet_cfg
 
 from lungpipe.training.data import SpectrogramDataset, make_loader
 from lungpipe.training.placement import SingleProcess
-from tiny_training import quiet_cfg
 
 
 def _ds(n: int) -> SpectrogramDataset:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.engine import fit
 from lungpipe.training.schedule import build_schedule, htsat_factor
-from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
 
 def _lrs(schedule: str, steps: int, base_lr: float = 0.1, **kw) -> list[float]:
@@ -30,7 +31,7 @@ def test_warmup_cosine_values_at_known_steps():
     assert lrs[10] == pytest.approx(1.0)  # cosine starts at the top
     assert lrs[55] == pytest.approx(1e-3 + (1 - 1e-3) * 0.5)  # half-way through the decay
     assert lrs[100] == pytest.approx(1e-3)  # the floor after the last step
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
 def test_cosine_per_epoch_holds_per_epoch_and_ends_at_the_floor():

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 from torch import nn
 
 from lungpipe.config import ConfigError
@@ -17,7 +18,6 @@ from lungpipe.training.device import amp_dtype, grad_scaler
 from lungpipe.training.engine import NonFiniteLossError, fit
 from lungpipe.training.optim import SGD_MOMENTUM, build_criterion, build_optimizer
 from lungpipe.training.step import LossMeter, TrainStep
-from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
 
 def _one_step(model, cfg, x, y):

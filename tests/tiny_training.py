@@ -40,7 +40,7 @@ def accuracy_eval(labels, probs):
 
 
 def quiet_cfg(**kw) -> TrainConfig:
-    base = dict(epochs=6, batch_size=16, lr=3e-2, warmup_epochs=0.5, selection_metric="accuracy", device="cpu",
-                augment=AugmentConfig(freq_masks=0, time_masks=0))
+    base = {"epochs": 6, "batch_size": 16, "lr": 3e-2, "warmup_epochs": 0.5, "selection_metric": "accuracy",
+            "device": "cpu", "augment": AugmentConfig(freq_masks=0, time_masks=0)}
     base.update(kw)
     return TrainConfig(**base)

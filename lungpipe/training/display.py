@@ -3,6 +3,8 @@ validation metric. It is fed every ``log_every`` steps, so showing it costs no p
 
 from __future__ import annotations
 
+from typing import Self
+
 from rich.progress import TextColumn
 
 from lungpipe.progress import make_progress
@@ -14,7 +16,7 @@ class FitDisplay:
                                   disable=(not enabled) if enabled is not None else None)
         self._description, self._total, self._done = description, total_steps, done_steps
 
-    def __enter__(self) -> FitDisplay:
+    def __enter__(self) -> Self:
         self._bar.__enter__()
         self._task = self._bar.add_task(self._description, total=self._total, loss=float("nan"), val="-")
         self._bar.update(self._task, completed=self._done)

@@ -54,7 +54,7 @@ def lr_factor(schedule: str, *, epochs: int, steps_per_epoch: int, warmup_epochs
     """The multiplier of the base lr at optimizer step ``step`` (0-based) of ``schedule``."""
     spe = max(1, steps_per_epoch)
     if schedule == "warmup_cosine":
-        total, warmup = spe * epochs, int(round(warmup_epochs * spe))
+        total, warmup = spe * epochs, round(warmup_epochs * spe)
         return lambda step: warmup_cosine_factor(step, total, warmup, min_lr_ratio)
     if schedule == "cosine_per_epoch":
         return lambda step: cosine_epoch_factor(step // spe, epochs, min_lr_ratio)
