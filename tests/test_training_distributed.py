@@ -192,7 +192,8 @@ def test_the_train_stage_launches_torchrun_and_rank_0_alone_writes(tmp_path):
     params["arch"] = {"cnn6": params["arch"]["cnn6"]}
     params["train"].update(architectures=["cnn6"], seeds=[0], use_tuned=False,
                            distributed={"nproc_per_node": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}"})
-    params["train"]["defaults"].update(epochs=2, batch_size=8, threads=1, log_every=1)
+    params["train"]["defaults"].update(batch_size=8, threads=1, log_every=1)
+    params["arch"]["cnn6"]["train"] = {"epochs": 2, "early_stopping_patience": 0}
     params["evaluate"]["n_boot"] = 10
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     features = write_feature_dir(tmp_path / "data/features" / params["arch"]["cnn6"]["frontend"], n_train=48,
