@@ -1,9 +1,12 @@
-"""The synthetic datasets are the same bytes on every machine (issue 14 item 1).
+"""The data stages give the same bytes on every machine (issue 14 item 1).
 
-A small synthetic ICBHI set (and small ESC-50 / KAUH-shaped sets) is regenerated and every file's
-SHA-256 is compared with the listing committed in ``tests/data/synth_small.sha256``. The same
-listing must also come out when numpy's CPU-specific SIMD loops are switched off and OpenBLAS is
-told to use another CPU's kernels: the two things that made ``data/raw`` differ between machines.
+In a fresh process (as the stages run), a small synthetic ICBHI set (and small ESC-50 / KAUH-shaped
+sets) is regenerated, its manifest built and its features computed with the preprocess stage's
+pinned numerics; every file's SHA-256 is compared with the listing committed in
+``tests/data/synth_small.sha256``. The same listing must also come out when numpy's CPU-specific
+SIMD loops are switched off, OpenBLAS is told to use another CPU's kernels and another number of
+threads and preprocess workers is used: the things that made ``data/raw`` and the features differ
+between machines.
 
 After a deliberate change to the synthesiser, rewrite the listing with
 ``PYTHONPATH=$PWD python tests/test_synth_reproducible.py`` and commit it with the change.
@@ -26,7 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 LISTING = REPO / "tests" / "data" / "synth_small.sha256"
 
 
-def write_small_sets(out: Path) -> None:
+def write_small_sets(out: Path, workers: int = 1) -> None:
+    """Raw sets, the ICBHI set's manifest and its features (call before torch is imported)."""
+    from lungpipe.features.numerics import pin_portable_numerics
+
+    pin_portable_numerics()
+    from lungpipe.atomic import write_csv
+    from lungpipe.data.icbhi import build_manifest
     from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
     from lungpipe.data.synth_datasets import write_synthetic_esc50, write_synthetic_kauh
 
@@ -37,6 +46,12 @@ def write_small_sets(out: Path) -> None:
                           duration_s=0.5, seed=1)
     write_synthetic_kauh(out / "kauh", {"N": 1, "Asthma": 1}, filters="B", sample_rate=4000, duration_s=0.5,
                          seed=2)
+    from lungpipe.features import CycleConfig, FrontendConfig, PreprocessConfig, preprocess
+
+    manifest = build_manifest(out / "icbhi").cycles
+    write_csv(out / "manifest.csv", manifest)
+    cfg = PreprocessConfig(cycle=CycleConfig(max_len_s=2.0), frontend=FrontendConfig(n_mels=32), workers=workers)
+    preprocess(manifest, out / "icbhi", out / "features", cfg, progress=False)
 
 
 def sha256_listing(root: Path) -> str:
@@ -45,12 +60,12 @@ def sha256_listing(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generate_in_subprocess(tmp: Path, env_extra: dict[str, str]) -> str:
+def _generate_in_subprocess(tmp: Path, env_extra: dict[str, str], workers: int = 1) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            **env_extra}
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-            "import tests.test_synth_reproducible as t; t.write_small_sets(Path(sys.argv[2]))")
-    subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp)], env=env, check=True, cwd=REPO)
+            "import tests.test_synth_reproducible as t; t.write_small_sets(Path(sys.argv[2]), int(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp), str(workers)], env=env, check=True, cwd=REPO)
     return sha256_listing(tmp)
 
 
@@ -61,10 +76,9 @@ def _differences(expected: str, got: str) -> list[str]:
 
 
 def test_small_synthetic_sets_match_the_committed_sha256_listing(tmp_path: Path):
-    write_small_sets(tmp_path)
-    got = sha256_listing(tmp_path)
+    got = _generate_in_subprocess(tmp_path, {})
     expected = LISTING.read_text(encoding="utf-8")
-    assert len(expected.splitlines()) >= 15
+    assert len(expected.splitlines()) >= 15 and "features/train.npy" in expected
     assert got == expected, f"files differing from {LISTING.name}: {_differences(expected, got)}"
 
 
@@ -76,13 +90,14 @@ def _dispatched_cpu_features() -> list[str]:
 
 def test_bytes_do_not_depend_on_cpu_dispatch_or_blas_kernel(tmp_path: Path):
     """The cause of the irreproducible data/raw: numpy picks SIMD loops (float32 sin/exp) by CPU,
-    OpenBLAS a dot kernel by CPU. With both forced to other choices the bytes stay the same."""
+    OpenBLAS a dot kernel by CPU. With both forced to other choices (and 2 preprocess workers)
+    the bytes stay the same."""
     expected = LISTING.read_text(encoding="utf-8")
     env = {"OPENBLAS_CORETYPE": "Sandybridge", "OPENBLAS_NUM_THREADS": "3"}
     features = _dispatched_cpu_features()
     if features:  # a machine with nothing above numpy's baseline has no SIMD choice to switch off
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(features)
-    got = _generate_in_subprocess(tmp_path, env)
+    got = _generate_in_subprocess(tmp_path, env, workers=2)
     assert got == expected, f"{env}: files differ: {_differences(expected, got)}"
 
 
@@ -137,7 +152,7 @@ if __name__ == "__main__":  # rewrite the committed listing after a deliberate s
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_small_sets(Path(tmp))
+        write_small_sets(Path(tmp))  # run as a script: a fresh process, torch not yet loaded
         LISTING.parent.mkdir(parents=True, exist_ok=True)
         LISTING.write_text(sha256_listing(Path(tmp)), encoding="utf-8")
     print(f"wrote {LISTING}")
