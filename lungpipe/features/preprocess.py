@@ -240,6 +240,14 @@ def _executor(workers: int, initargs: tuple) -> Iterator[Callable[[Callable, Ite
         pool.join()
 
 
+def _split_scheme(frame: pd.DataFrame) -> str | None:
+    """The manifest's ``split_scheme`` (official, random_recording), for labels downstream."""
+    if "split_scheme" not in frame.columns:
+        return None
+    schemes = sorted(set(frame["split_scheme"].astype(str)))
+    return schemes[0] if len(schemes) == 1 else "+".join(schemes)
+
+
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse to replace a folder that is not a features folder (it would be deleted)."""
     if out_dir.exists():
@@ -347,6 +355,7 @@ def preprocess(
             "norm": dataclasses.asdict(cfg.norm),
             "frontend_key": key,
             "counts": counts,
+            "split_scheme": _split_scheme(frame),
             "raw_train_mean_std": train_mean_std,
         }
         write_json(tmp / STATS_FILE, stats)
