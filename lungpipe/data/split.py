@@ -55,7 +55,7 @@ def read_split_file(path: Path) -> tuple[dict[str, SplitEntry], list[Problem]]:
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is stripped
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the split file ({exc})") from exc
     entries: dict[str, SplitEntry] = {}

@@ -35,7 +35,7 @@ from lungpipe.features.audio import read_audio
 from lungpipe.features.config import PreprocessConfig, frontend_key
 from lungpipe.features.extract import features_for_recording
 from lungpipe.features.frontend import n_frames
-from lungpipe.features.stats import ValueSums, combine, norm_constants, normalise
+from lungpipe.features.stats import ValueSums, combine, mean_std, norm_constants, normalise
 from lungpipe.features.store import LAYOUT_FILES, SPLITS, STATS_FILE, RowWriter, array_path, create_array
 
 REQUIRED_COLUMNS = ("path", "split", "start_s", "end_s")
@@ -342,8 +342,7 @@ def preprocess(
             write_csv(tmp / f"{split}.csv", frame[frame["split"] == split])
         train_mean_std = None
         if train_sums.count:
-            mean = train_sums.total / train_sums.count
-            train_mean_std = [mean, max(train_sums.total_sq / train_sums.count - mean * mean, 0.0) ** 0.5]
+            train_mean_std = list(mean_std(train_sums))
         stats = {
             **constants,
             "n_frames": row_shape[0],
