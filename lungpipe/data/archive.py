@@ -22,12 +22,11 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lungpipe.atomic import write_json
+from lungpipe.atomic import remove_path, replace_dir, staging_dir, write_json
 from lungpipe.data.download import sha256_of
 from lungpipe.errors import DataError
 
@@ -81,16 +80,16 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike, *,
             )
 
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.extracting-", dir=dest_dir.parent))
+    staging = staging_dir(dest_dir)
     try:
         if kind == "zip":
             _extract_zip(archive, staging)
         else:
             _extract_tar(archive, staging)
         write_json(staging / MARKER_NAME, {"archive": archive.name, "size": size, "sha256": digest})
-        _move_into_place(staging, dest_dir)
+        replace_dir(staging, dest_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_path(staging)
         raise
     return dest_dir
 
@@ -101,22 +100,6 @@ def _read_marker(dest_dir: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _move_into_place(staging: Path, dest_dir: Path) -> None:
-    """Rename ``staging`` onto ``dest_dir``; an old extraction is renamed aside, then removed."""
-    if not dest_dir.exists():
-        os.replace(staging, dest_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.old-", dir=dest_dir.parent))
-    os.replace(dest_dir, old / "content")
-    try:
-        os.replace(staging, dest_dir)
-    except BaseException:
-        os.replace(old / "content", dest_dir)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _unsafe(archive: Path, member: str, why: str) -> DataError:

@@ -22,14 +22,14 @@ the tolerance. More than that means the annotation does not belong to that audio
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-
-import logging
-import os
 
 from lungpipe.data.annotations import LABEL_NAMES, Cycle, read_annotations
 from lungpipe.data.audio_check import scan_float_audio
@@ -139,7 +139,7 @@ def cycle_overlaps(cycles: list[Cycle]) -> tuple[list[Cycle], list[Cycle]]:
             seen.add((c.start, c.end))
             unique.append(c)
     ordered = sorted(unique, key=lambda c: (c.start, c.end))
-    overlapping = [b for a, b in zip(ordered, ordered[1:]) if b.start < a.end]
+    overlapping = [b for a, b in itertools.pairwise(ordered) if b.start < a.end]
     return duplicated, overlapping
 
 

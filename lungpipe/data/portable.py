@@ -187,7 +187,7 @@ def cos(x) -> np.ndarray:
     return _sin_quadrant(x, 1)
 
 
-_EXP_COEFFS = [1.0 / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(0, 15)]
+_EXP_COEFFS = [1.0 / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(15)]
 
 
 def exp(x) -> np.ndarray:

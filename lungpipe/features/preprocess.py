@@ -6,8 +6,10 @@ turned into spectrograms in one batch. Recordings are spread over ``cfg.workers`
 arrays, so memory stays bounded whatever the dataset size. With ``norm.mode="train_stats"`` a
 second pass normalises the arrays in place with the training split's mean/std.
 
-Everything is written into a temporary folder beside ``out_dir`` and renamed onto it at the
-end, so an interrupted run leaves no folder that looks complete.
+Everything is written into a staging folder (:func:`lungpipe.atomic.staging_dir`: under the
+project's git/dvc-ignored ``.lungpipe-tmp/``, not inside ``data/features/``) and renamed onto
+``out_dir`` at the end, so an interrupted run leaves no folder that looks complete, and a killed
+one leaves nothing in the DVC-tracked folders (its staging folder is swept at the next start).
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,14 +260,11 @@ def _check_out_dir(out_dir: Path) -> None:
             )
 
 
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+def _remove_legacy_debris(out_dir: Path) -> None:
+    """Staging folders that older versions left beside ``out_dir`` when killed."""
+    for pattern in (f".{out_dir.name}.tmp-*", f".{out_dir.name}.old-*"):
+        for path in out_dir.parent.glob(pattern):
+            atomic.remove_path(path)
 
 
 def _progress(enabled: bool):
@@ -306,7 +302,8 @@ def preprocess(
     key = frontend_key(cfg)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_legacy_debris(out_dir)
+    tmp = atomic.staging_dir(out_dir)
     try:
         arrays = {}
         for split in SPLITS:
@@ -359,10 +356,9 @@ def preprocess(
         }
         write_json(tmp / STATS_FILE, stats)
         atomic.make_readable(tmp)
-        _swap_into_place(tmp, out_dir)
+        atomic.replace_dir(tmp, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_path(tmp)
     return PreprocessSummary(
         out_dir=out_dir, frontend_key=key, counts=counts, n_recordings=len(tasks),
         n_frames=row_shape[0], n_mels=row_shape[1], audio_seconds=audio_seconds,

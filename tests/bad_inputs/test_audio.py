@@ -30,7 +30,7 @@ def pristine(tmp_path_factory) -> Path:
 
 
 def _victim(raw: Path) -> Path:
-    return sorted(raw.glob("*.wav"))[0]
+    return min(raw.glob("*.wav"))
 
 
 def _float_wav(raw: Path, change) -> None:
