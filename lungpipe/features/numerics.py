@@ -9,12 +9,14 @@ Numerical Reproducibility mode (``MKL_CBWR=COMPATIBLE``, documented by Intel to 
 results on every Intel-compatible CPU) and one thread per process (workers are processes).
 
 Both variables are read when torch loads, so :func:`pin_portable_numerics` must run before
-``import torch``; it refuses (RuntimeError) when torch is already loaded, rather than silently
-computing machine-dependent features. Training is not pinned: it needs the fast kernels.
+``import torch``; when torch is already loaded (a stage run inside another Python program) it
+says so in a warning: the features are then computed with whatever kernels that process has.
+Training is not pinned: it needs the fast kernels.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -31,9 +33,8 @@ def pin_portable_numerics() -> None:
     if "torch" in sys.modules:
         wrong = {k: os.environ.get(k) for k, v in PORTABLE_NUMERICS_ENV.items() if os.environ.get(k) != v}
         if wrong:
-            raise RuntimeError(
-                "pin_portable_numerics() must run before torch is imported (these settings are read "
-                f"when torch loads); currently {wrong}"
-            )
+            logging.getLogger(__name__).warning(
+                "torch was imported before pin_portable_numerics(): features use this process's CPU "
+                "kernels and may differ in the last bits from another machine's (settings now %s)", wrong)
         return
     os.environ.update(PORTABLE_NUMERICS_ENV)

@@ -62,6 +62,17 @@ class PreprocessSummary:
     def cycles_per_s(self) -> float:
         return self.n_cycles / self.wall_s if self.wall_s > 0 else float("inf")
 
+    def __str__(self) -> str:
+        """What the stage prints: counts, shapes, audio and wall time (floats to 3 decimals)."""
+        per_split = ", ".join(f"{split} {n}" for split, n in self.counts.items())
+        return (
+            f"features {self.frontend_key} -> {self.out_dir}\n"
+            f"  {self.n_cycles} cycles ({per_split}) from {self.n_recordings} recordings, "
+            f"{self.audio_seconds:.3f} s of audio\n"
+            f"  each {self.n_frames} frames x {self.n_mels} mel bins; took {self.wall_s:.3f} s "
+            f"({self.cycles_per_s:.3f} cycles/s)"
+        )
+
 
 # --------------------------------------------------------------------------- manifest → tasks
 
