@@ -145,3 +145,19 @@ def test_constant_training_features_are_refused_by_the_two_pass_check():
     assert sums.count == 48 * 398 * 64 and sums.m2 < 1e-9
     with pytest.raises(DataError, match="training features are constant"):
         norm_constants(NormConfig(mode="train_stats"), sums)
+
+
+def test_cli_strict_cycles_flag_fails_on_a_duplicated_cycle(tmp_path, pristine):
+    from typer.testing import CliRunner
+
+    from lungpipe.cli import app
+
+    raw = tmp_path / "raw"
+    shutil.copytree(pristine, raw)
+    _duplicate_line(raw)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["data", "manifest", str(raw), str(tmp_path / "m.csv")])
+    assert ok.exit_code == 0, ok.output
+    strict = runner.invoke(app, ["data", "manifest", str(raw), str(tmp_path / "s.csv"), "--strict-cycles"])
+    assert strict.exit_code != 0 and "repeats an earlier line" in strict.output
+    assert not (tmp_path / "s.csv").exists()
