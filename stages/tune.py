@@ -20,6 +20,16 @@ def main() -> None:
     args = ap.parse_args()
     setup_logging()
     params = load_params()
+    if args.arch not in ((params.get("tuning") or {}).get("architectures") or []):
+        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
+        from lungpipe import atomic
+
+        atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
+            "study": None, "best_value": None, "best_params": {},
+            "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
+        atomic.write_text(path(f"optuna/{args.arch}/README.txt"), "No study: this architecture is not tuned.\n")
+        print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
+        return
 
     from lungpipe import atomic
     from lungpipe.config import from_dict

@@ -53,8 +53,8 @@ def test_typo_in_an_architecture_section_is_an_error():
 
 def test_tuned_values_route_to_train_augment_and_model():
     params = yaml.safe_load(PROFILES[0].read_text())
-    s = arch_settings(params, "cnn6", tuned={"lr": 0.123, "time_mask_width": 7, "dropout": 0.3})
-    assert s.train.lr == 0.123 and s.train.augment.time_mask_width == 7 and s.model["dropout"] == 0.3
+    s = arch_settings(params, "cnn6", tuned={"lr": 0.123, "time_mask_frac": 0.07, "dropout": 0.3})
+    assert s.train.lr == 0.123 and s.train.augment.time_mask_frac == 0.07 and s.model["dropout"] == 0.3
 
 
 def test_profiles_are_there():

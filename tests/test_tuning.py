@@ -44,7 +44,7 @@ def _params(space: dict) -> dict:
 
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-         "time_mask_width": {"type": "int", "low": 0, "high": 8}}
+         "time_mask_frac": {"type": "float", "low": 0.0, "high": 0.2}}
 
 
 def _job(tmp_path, space=SPACE, tracking=None, features=None, **train) -> TuneJob:
