@@ -103,7 +103,7 @@ def warn_if_shared_sqlite(uri: str) -> None:
             uri, SERVER_HINT)
 
 
-SERVER_HINT = ("mlflow server --backend-store-uri postgresql://…/mlflow --artifacts-destination /shared/mlartifacts "
+SERVER_HINT = ("mlflow server --backend-store-uri postgresql+psycopg2://…/mlflow --artifacts-destination /shared/mlartifacts "
                "--port 5000, then MLFLOW_TRACKING_URI=http://<host>:5000")
 
 

@@ -583,19 +583,24 @@ def run_study(job: TuneJob, cfg: TuningConfig, storage, study_name: str, *, prog
     failed trials do not count; at most ``2 * n_trials`` attempts per call). Trials left RUNNING by
     a killed process are failed and re-queued first. Raises :class:`TuningFailedError`, naming the
     first error, when every trial this call ran failed or the study has no complete trial."""
+    import contextlib
+
     import optuna
 
-    parent_ctx = _parent_run(job, study_name)
+    Objective(job, cfg)  # a bad space or metric fails before anything is created
+    study = create_or_load_study(storage, study_name, cfg)
+    fail_orphaned_trials(study)
+    missing = cfg.n_trials - summarize(study).n_complete
+    # a study that already holds n_trials complete trials opens no (empty) MLflow parent run
+    parent_ctx = _parent_run(job, study_name) if missing > 0 else contextlib.nullcontext()
     with parent_ctx as parent:
         if parent is not None:
             job = dataclasses.replace(job, parent_run_id=parent.info.run_id)
         objective = Objective(job, cfg)
-        study = create_or_load_study(storage, study_name, cfg, user_attrs={
-            "job": job_to_attrs(job), "tuning": dataclasses.asdict(cfg)})
-        fail_orphaned_trials(study)
         before = {t.number for t in study.get_trials(deepcopy=False)}
-        missing = cfg.n_trials - summarize(study).n_complete
         if missing > 0:
+            for key, value in {"job": job_to_attrs(job), "tuning": dataclasses.asdict(cfg)}.items():
+                study.set_user_attr(key, value)  # what `lungpipe tune worker` rebuilds the job from
             budget = 2 * cfg.n_trials
             study.optimize(objective, n_trials=budget, catch=(Exception,),
                            callbacks=[_StopWhenComplete(cfg.n_trials), _ProgressCallback(budget, progress)])

@@ -105,6 +105,7 @@ def test_channels_last_marks_the_cnns_and_keeps_outputs(name):
     parts = channels_last_modules(model)
     cnn = name in ("cnn6", "resnet50", "mrinet", "add4rsc_resnet50")
     assert bool(parts) == cnn, [type(p).__name__ for p in parts]
+    assert model.prefers_channels_last == cnn  # what the engine reads
     assert to_channels_last(model) == len(parts)
     for part in parts:
         conv = next(m for m in part.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lungpipe.augment import AugmentConfig, spec_augment
+from lungpipe.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig, spec_augment
 from lungpipe.config import ConfigError, merge
 from lungpipe.models.base import Criterion, LossOutput, LungModel
 from lungpipe.models.denoise.bias_loss import (
@@ -46,11 +46,6 @@ from lungpipe.models.denoise.bias_loss import (
 from lungpipe.models.denoise.differential_attention import DifferentialDenoiseLayer, lambda_init_for_depth
 from lungpipe.models.denoise.frequency_filter import AdaptiveFrequencyFilter
 from lungpipe.models.registry import create_model, register_model
-
-# SpecAugment of the patch-mix / ADD4RSC recipes: masks up to 48 of 128 mel bins and up to 160 of
-# 798 frames; we keep the fractions so that the masks scale with the input size.
-SPECAUG_FREQ_FRACTION = 48 / 128
-SPECAUG_TIME_FRACTION = 160 / 798
 
 # Keys of the backbone's config that ADD4RSC derives itself.
 _DERIVED_BACKBONE_KEYS = ("num_classes", "n_frames", "n_mels", "pretrained", "pos_embed")
@@ -82,8 +77,9 @@ class ADD4RSCConfig:
     label_smoothing: float = 0.2  # ε of the label_smoothing variant (0.8 on the true class)
     specaug_freq_masks: int = 2  # view_consistency: frequency masks of the augmented view
     specaug_time_masks: int = 2  # view_consistency: time masks of the augmented view
-    specaug_freq_fraction: float = SPECAUG_FREQ_FRACTION  # max mask width / mel bins
-    specaug_time_fraction: float = SPECAUG_TIME_FRACTION  # max mask width / frames
+    # view_consistency: max mask width / mel bins and / frames (the release's 48/128 and 160/798)
+    specaug_freq_fraction: float = RELEASE_FREQ_MASK_FRAC
+    specaug_time_fraction: float = RELEASE_TIME_MASK_FRAC
     dropout: float = 0.0  # on the DDL's residual branches
     backbone: dict[str, Any] = field(default_factory=lambda: {"preset": "paper"})  # backbone config
 
@@ -294,9 +290,9 @@ def _build(backbone_name: str, cfg: ADD4RSCConfig) -> ADD4RSC:
     AST_PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before AST",
     summaries={
-        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then AST-base with "
-        "stride-16 patches (1024), AudioSet position embedding left random",
-        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then the small AST",
+        "paper": "AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then AST-base with stride-16 patches "
+        "(1024), position embedding left random (as released)",
+        "small": "AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then the small AST (lungpipe's CPU size)",
     },
 )
 def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
@@ -309,8 +305,8 @@ def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before ResNet50",
     summaries={
-        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then ResNet50 3-4-6-3",
-        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then ResNet 1-1-1-1 width 16",
+        "paper": "AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then ResNet50 3-4-6-3 (as released)",
+        "small": "AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then ResNet 1-1-1-1 width 16 (lungpipe's CPU size)",
     },
 )
 def build_add4rsc_resnet50(cfg: ADD4RSCConfig) -> ADD4RSC:

@@ -407,8 +407,8 @@ def build_ast_backbone(cfg: ASTModelConfig) -> tuple[ASTBackbone, int]:
     },
     description="Audio Spectrogram Transformer (transformers ASTModel; AST-base, patch 16, stride 10)",
     summaries={
-        "paper": "AST-base (12 layers, 12 heads, width 768), 16×16 patches at stride 10, CLS+distillation readout",
-        "small": "lungpipe's CPU size: 2 layers, 4 heads, width 64, stride-16 patches, max over patch tokens",
+        "paper": "AST-base, 12 layers, 12 heads, width 768, 16×16 patches at stride 10 (as released)",
+        "small": "2 layers, 4 heads, width 64, stride-16 patches, max over patch tokens (lungpipe's CPU size)",
     },
 )
 def build_ast(cfg: ASTModelConfig) -> ASTClassifier:

@@ -37,6 +37,12 @@ class LossOutput:
 class LungModel(nn.Module):
     """Base class of every registry model."""
 
+    @property
+    def prefers_channels_last(self) -> bool:
+        """True when some part of the model is a CNN that declares ``prefers_channels_last``
+        (read by the training engine, which then runs the model channels-last on CUDA)."""
+        return bool(channels_last_modules(self))
+
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, criterion: Criterion) -> LossOutput:
         """Loss for one training batch. Override to add auxiliary objectives."""
         logits = self(x)
@@ -57,7 +63,8 @@ def channels_last_modules(model: nn.Module) -> list[nn.Module]:
     """
     found: list[nn.Module] = []
     for module in model.modules():
-        if getattr(module, "prefers_channels_last", False) and not any(module in f.modules() for f in found):
+        declared = getattr(type(module), "prefers_channels_last", False) is True  # a class flag, not the property
+        if declared and not any(module in f.modules() for f in found):
             found.append(module)
     return found
 

@@ -212,9 +212,9 @@ def build_cnn6_backbone(cfg: CNN6Config) -> tuple[CNN6Backbone, int]:
     },
     description="CNN6 (4 conv5x5 blocks 64-512, max+mean time pooling; paper = patch-mix CL's, panns = PANNs')",
     summaries={
-        "paper": "patch-mix CL's CNN6: 4 conv5×5 blocks 64-512, no input BatchNorm, no fc1, no dropout",
-        "panns": "PANNs' CNN6: input BatchNorm, 4 conv5×5 blocks 64-512, fc1 512, dropout 0.5/0.2",
-        "small": "lungpipe's CPU size: PANNs layout, blocks 8-64, fc1 64, dropout 0.2/0.1",
+        "paper": "4 conv5×5 blocks 64-512, no input BatchNorm, no fc1, no dropout (patch-mix CL's CNN6)",
+        "panns": "input BatchNorm, 4 conv5×5 blocks 64-512, fc1 512, dropout 0.5/0.2 (PANNs' CNN6)",
+        "small": "PANNs layout, blocks 8-64, fc1 64, dropout 0.2/0.1 (lungpipe's CPU size)",
     },
 )
 def build_cnn6(cfg: CNN6Config) -> CNN6Classifier:

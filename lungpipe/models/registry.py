@@ -96,7 +96,8 @@ def get_spec(name: str) -> ModelSpec:
 
 def preset_summary(arch: str, preset: str) -> str:
     """One line naming what ``arch`` at ``preset`` is, e.g.
-    ``"resnet50 small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)"``."""
+    ``"resnet50 small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)"``;
+    the text after ``preset: `` is ``get_spec(arch).summaries[preset]``."""
     spec = get_spec(arch)
     if preset not in spec.summaries:
         raise ConfigError(f"model {arch!r} has no preset {preset!r}; presets: {sorted(spec.presets)}")

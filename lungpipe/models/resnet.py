@@ -189,8 +189,8 @@ def build_resnet50_backbone(cfg: ResNetConfig, in_channels: int = 1) -> tuple[Bo
     },
     description="ResNet50 (torchvision bottleneck design), 1-channel stem",
     summaries={
-        "paper": "ResNet50: 3-4-6-3 bottleneck blocks, width 64, 1-channel stem",
-        "small": "lungpipe's CPU size: 1-1-1-1 bottleneck blocks, width 16",
+        "paper": "ResNet50, 3-4-6-3 bottleneck blocks, width 64, 1-channel stem",
+        "small": "1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)",
     },
 )
 def build_resnet50(cfg: ResNetConfig) -> ResNetClassifier:

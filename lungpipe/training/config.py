@@ -73,3 +73,4 @@ class SplitConfig:
     val_fraction: float = 0.2
     seed: int = 0
     selection: str = "validation"  # "validation" | "test" (reproduces published numbers; labelled)
+    scheme: str = "official"  # train/test split of the manifest (lungpipe.data.split.SplitScheme; applied there)

@@ -38,13 +38,12 @@ __all__ = [
     presets=PRESETS,
     description="MRINet: interlaced-CNN frequency branch + HTS-AT Swin time branch, branch attention",
     summaries={
-        "paper": "released MRINet: interlaced blocks 6-8-12-10 (64-512), Swin-T time branch, 1024×64 input, "
-        "focal loss, 119.7 M",
-        "paper67m": "lungpipe's approximation of the size the paper states (67.15 million; no released config): "
-        "stage 4 cut to 2 blocks, "
-        "69.3 M",
-        "small": "lungpipe's CPU size: interlaced blocks 1-1-1-1 (8-64), 3-stage Swin width 32, 256 frames, "
-        "engine's loss and augmentation",
+        "paper": "interlaced blocks 6-8-12-10 (64-512), Swin-T time branch, 1024×64 input, focal loss, "
+        "119.7 M (as released)",
+        "paper67m": "stage 4 cut to 2 blocks, 69.3 M (lungpipe's approximation of the 67.15 million the paper "
+        "states; no released config)",
+        "small": "interlaced blocks 1-1-1-1 (8-64), 3-stage Swin width 32, 256 frames, the engine's loss and "
+        "augmentation (lungpipe's CPU size)",
     },
 )
 def build_mrinet(cfg: MRINetConfig) -> MRINet:

@@ -89,10 +89,10 @@ def swin_state_from_checkpoint(
         adapted.append(f"{_SWIN_ANCHOR} (RGB averaged to one channel)")
     for name, value in list(out.items()):
         want = target.get(name)
-        if name.endswith("relative_position_bias_table") and want is not None and value.shape != want.shape:
-            if value.dim() == 2 and value.shape[1] == want.shape[1]:
-                out[name] = _resize_bias_table(value.float(), want.shape[0])
-                adapted.append(f"{name} ({tuple(value.shape)} → {tuple(want.shape)}, window resized)")
+        resizable = name.endswith("relative_position_bias_table") and want is not None and value.dim() == 2
+        if resizable and value.shape != want.shape and value.shape[1] == want.shape[1]:
+            out[name] = _resize_bias_table(value.float(), want.shape[0])
+            adapted.append(f"{name} ({tuple(value.shape)} → {tuple(want.shape)}, window resized)")
     return out, adapted
 
 
