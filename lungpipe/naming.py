@@ -2,18 +2,15 @@
 
 At the default ``small`` preset "resnet50" is a 1-1-1-1 width-16 net; outputs (metric details,
 plot titles, MLflow run names and tags, the report) say so:
-``resnet50 (small preset: layers 1-1-1-1, base_width 16)``.
+``resnet50 (small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size))``.
 
-Interim local helper until the model registry offers its own one-line preset summary; it reads
-the preset's defining values from the registry.
+The preset's line is the model registry's own one-line summary (``lungpipe.models.preset_summary``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-_MAX_FIELDS = 3
 
 
 def _text(value: Any) -> str:
@@ -25,17 +22,16 @@ def _text(value: Any) -> str:
 
 
 def preset_summary(arch: str, model: Mapping[str, Any] | None = None) -> str:
-    """``small preset: layers 1-1-1-1, base_width 16``: the preset named in ``model`` (default
-    ``small``, as the registry resolves it) and up to three of the values that define it; keys
-    set in ``model`` besides the preset are listed as overrides."""
+    """``small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)``: the preset named
+    in ``model`` (default ``small``, as the registry resolves it) with the registry's one-line
+    summary of it; keys set in ``model`` besides the preset are listed as overrides."""
     from lungpipe.models.registry import get_spec
 
     model = dict(model or {})
     preset = str(model.pop("preset", "small"))
-    values = dict(get_spec(arch).presets.get(preset, {}))
-    shown = [f"{k} {_text(v)}" for k, v in list(values.items())[:_MAX_FIELDS]]
+    summary = get_spec(arch).summaries.get(preset)
     overrides = [f"{k}={_text(v)}" for k, v in model.items() if k not in ("num_classes", "n_frames", "n_mels")]
-    text = f"{preset} preset" + (f": {', '.join(shown)}" if shown else "")
+    text = f"{preset} preset" + (f": {summary}" if summary else "")
     return text + (f"; {', '.join(overrides)}" if overrides else "")
 
 

@@ -5,6 +5,8 @@ task; items skipped as bad input)."""
 
 from __future__ import annotations
 
+import logging
+
 from _common import load_params, path, setup_logging
 
 
@@ -16,11 +18,16 @@ def main() -> None:
     from lungpipe import atomic
     from lungpipe.data.class_counts import write_class_counts
     from lungpipe.data.sources import cv_folds, source_from_params
+    from lungpipe.data.split import SplitScheme, apply_split_scheme, shared_patients_warning
 
     source, cfg = source_from_params(data)
     folds = cv_folds(data.get("folds"), source, cfg)
+    split = params.get("split") or {}
+    split_scheme = SplitScheme(scheme=split.get("scheme", "official"), seed=split.get("seed", 1))
     built = source.build(path(data.get("raw_dir", "data/raw")), cfg)
-    manifest = built.manifest
+    manifest = apply_split_scheme(built.manifest, split_scheme, where=f"data.source {source.name}")
+    if (warning := shared_patients_warning(manifest)) is not None:
+        logging.getLogger("manifest").warning(warning)
     class_names = source.class_names_for(cfg, manifest)
     atomic.write_csv(path("data/manifest.csv"), manifest)
     table = write_class_counts(
@@ -28,7 +35,7 @@ def main() -> None:
         title=f"{source.name}: {source.description}", item_name="cycles" if source.task == "cycle" else "recordings",
         excluded=built.excluded, rejects=built.rejects,
     )
-    scheme = f"cross-validation over folds {folds}" if folds else "the official split"
+    scheme = f"cross-validation over folds {folds}" if folds else f"split.scheme {split_scheme.scheme}"
     print(f"{source.name}: {len(manifest)} items from {manifest['recording'].nunique()} recordings, "
           f"{len(class_names)} classes; training uses {scheme}\n{table}")
     if not built.excluded.empty:

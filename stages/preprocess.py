@@ -10,6 +10,9 @@ from _common import load_params, path, setup_logging
 
 
 def main() -> None:
+    from lungpipe.features.numerics import pin_portable_numerics
+
+    pin_portable_numerics()  # before torch loads: machine-independent feature bytes
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("frontend")
     args = ap.parse_args()

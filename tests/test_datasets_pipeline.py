@@ -117,13 +117,14 @@ def test_esc50_cross_validation_through_the_stages(repo: Path, monkeypatch) -> N
         expected.append((6 - n_wrong) / 6)
     run_stage(repo, "evaluate.py", "cnn6", monkeypatch=monkeypatch)
     metrics = json.loads((repo / "metrics/cnn6.json").read_text())  # the DVC metric: headline numbers
-    details = json.loads((repo / "metrics/details/cnn6.json").read_text())
-    assert details["folds"]["n_folds"] == 5
-    assert [details["folds"]["folds"][str(k)]["accuracy"] for k in range(1, 6)] == pytest.approx(expected)
-    assert metrics["accuracy_mean"] == pytest.approx(4 / 6, abs=1e-6)  # mean ± sd over folds
-    assert metrics["accuracy_sd"] == pytest.approx(np.sqrt(2.5) / 6, abs=1e-6)  # std(6,5,4,3,2)/6, ddof=1
-    assert metrics["accuracy"] == pytest.approx(20 / 30, abs=1e-6)  # pooled over the five test folds
-    assert "macro_f1_mean" in metrics and "score_mean" not in metrics
+    folds = json.loads((repo / "metrics/details/cnn6.json").read_text())["folds"]  # per-fold details
+    assert folds["n_folds"] == 5
+    assert [folds["folds"][str(k)]["accuracy"] for k in range(1, 6)] == pytest.approx(expected)
+    assert folds["accuracy_fold_mean"] == pytest.approx(4 / 6) == pytest.approx(metrics["accuracy_mean"])
+    assert folds["accuracy_fold_std"] == pytest.approx(np.sqrt(2.5) / 6)  # std(6,5,4,3,2)/6, ddof=1
+    assert metrics["accuracy_sd"] == pytest.approx(np.sqrt(2.5) / 6, abs=1e-6)
+    assert metrics["accuracy"] == pytest.approx(20 / 30)  # pooled over the five test folds
+    assert "macro_f1_fold_mean" in folds and "score_fold_mean" not in folds
 
 
 def test_diagnosis_counts_excluded_and_label_map(repo: Path, monkeypatch) -> None:

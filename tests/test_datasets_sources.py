@@ -86,7 +86,7 @@ def test_class_names_from_manifest() -> None:
 
 
 def test_icbhi_source_wraps_the_cycle_builder(monkeypatch, tmp_path: Path) -> None:
-    """The wrapper passes raw_dir, the split file (resolved against raw_dir) and skip_bad through
+    """The wrapper passes raw_dir, the split file (resolved against raw_dir), skip_bad and strict_cycles through
     and adds the fold and source columns; checked against a stand-in builder."""
     calls = []
     cycles = pd.DataFrame([{
@@ -96,14 +96,15 @@ def test_icbhi_source_wraps_the_cycle_builder(monkeypatch, tmp_path: Path) -> No
         "split_name": "101_1b1_Al_sc_Meditron",
     }])
 
-    def fake_build(raw_dir, split_file=None, *, skip_bad=False):
-        calls.append((raw_dir, split_file, skip_bad))
+    def fake_build(raw_dir, split_file=None, *, skip_bad=False, strict_cycles=False):
+        calls.append((raw_dir, split_file, skip_bad, strict_cycles))
         return types.SimpleNamespace(cycles=cycles, rejects=pd.DataFrame())
 
     monkeypatch.setitem(sys.modules, "lungpipe.data.icbhi", types.SimpleNamespace(build_manifest=fake_build))
     source = get_source("icbhi")
-    out = source.build_manifest(tmp_path, source.config({"split_file": "split.txt", "skip_bad": True}))
-    assert calls == [(tmp_path, tmp_path / "split.txt", True)]
+    out = source.build_manifest(tmp_path, source.config({"split_file": "split.txt", "skip_bad": True,
+                                                         "strict_cycles": True}))
+    assert calls == [(tmp_path, tmp_path / "split.txt", True, True)]
     assert list(out.columns) == [*MANIFEST_COLUMNS, "fold", "source"]
     assert out.loc[0, "source"] == "icbhi" and pd.isna(out.loc[0, "fold"]) and out.loc[0, "patient"] == 101
 

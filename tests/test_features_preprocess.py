@@ -103,6 +103,19 @@ def test_single_clip_manifest_equals_inference_path(tmp_path):
     np.testing.assert_array_equal(test.x[0], expected)
 
 
+def test_summary_prints_as_people_read_it(tmp_path):
+    """No dataclass repr on the console; floats to 3 decimals."""
+    import re
+
+    raw, manifest = _dataset(tmp_path)
+    summary = preprocess(manifest, raw, tmp_path / "features", SMALL, progress=False)
+    text = str(summary)
+    assert "PreprocessSummary(" not in text and "PosixPath" not in text
+    assert "6 cycles (train 4, test 2) from 3 recordings, 7.500 s of audio" in text
+    assert f"each {FRAMES} frames x 32 mel bins" in text and frontend_key(SMALL) in text
+    assert all(len(d) == 3 for d in re.findall(r"\d+\.(\d+)", text))  # every float has 3 decimals
+
+
 def test_normalisation_statistics_come_from_train_only(tmp_path):
     raw, manifest = _dataset(tmp_path, test_amplitude=0.9)  # test audio far louder than train
     none_cfg = PreprocessConfig(cycle=SMALL.cycle, frontend=SMALL.frontend, norm=NormConfig(mode="none"), workers=1)

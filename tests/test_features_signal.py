@@ -3,6 +3,8 @@ and the batched Kaldi filterbank checked against torchaudio's reference implemen
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -139,6 +141,51 @@ def test_pad_fade_applies_only_to_padded_cycles():
     np.testing.assert_allclose(short[-10:].numpy(), np.linspace(1, 0, 10), atol=1e-7)
     assert torch.all(short[:-10] == 1)
     assert torch.all(long == 1)
+
+
+def test_boundaries_truncate_as_the_release_does():
+    """int(t·sr) like the patch-mix CL / ADD4RSC release, not rounding: 0.10007 s at 10 kHz is
+    sample 1000 (1000.7), and 0.29 s at 100 Hz is sample 28 (0.29·100 = 28.999999999999996)."""
+    recording = torch.arange(20000, dtype=torch.float32)
+    cfg = CycleConfig(sample_rate=10000, max_len_s=0.3, recording_fade_samples=0, pad_fade_samples=0)
+    assert cfg.boundary == "truncate"
+    (cycle,) = cut_cycles(recording, [(0.10007, 0.30009)], cfg)
+    assert cycle[0] == 1000 and cycle[1999] == 2999 and cycle[2000] == 1000  # 2000 samples, then repeated
+    rounded = dataclasses.replace(cfg, boundary="round")
+    (cycle,) = cut_cycles(recording, [(0.10007, 0.30009)], rounded)
+    assert cycle[0] == 1001 and cycle[1999] == 3000 and cycle[2000] == 1001
+    slow = CycleConfig(sample_rate=100, max_len_s=1.0, recording_fade_samples=0, pad_fade_samples=0, pad="zero")
+    (cycle,) = cut_cycles(torch.arange(200, dtype=torch.float32), [(0.29, 0.5)], slow)
+    assert cycle[0] == 28 and cycle[21] == 49 and cycle[22] == 0
+    with pytest.raises(ConfigError, match="boundary"):
+        CycleConfig(boundary="ceil")
+
+
+def test_a_cycle_of_exactly_max_length_gets_the_pad_fade_out():
+    """The release fades every cycle that is not longer than the fixed length (its repeat of
+    ceil(n / len) = 1 copy changes nothing, the fade does); truncated cycles are not faded."""
+    recording = torch.ones(1000)
+    cfg = CycleConfig(sample_rate=1000, max_len_s=0.1, recording_fade_samples=0, pad_fade_samples=10)
+    exact, longer = cut_cycles(recording, [(0.2, 0.3), (0.4, 0.55)], cfg)  # 100 and 150 samples
+    np.testing.assert_allclose(exact[-10:].numpy(), np.linspace(1, 0, 10), atol=1e-7)
+    assert torch.all(exact[:-10] == 1) and torch.all(longer == 1)
+    off = dataclasses.replace(cfg, fade_full_length=False)
+    exact, _ = cut_cycles(recording, [(0.2, 0.3), (0.4, 0.55)], off)
+    assert torch.all(exact == 1)
+
+
+def test_release_order_recording_fade_then_cut_then_pad_fade():
+    """At 16 kHz: the recording's first 1000 samples ramp 0→1, a cycle starting at 0 keeps that
+    ramp, and after repeat-padding to 8 s its last 1000 samples ramp down to 0."""
+    wave = np.ones(16000 * 3, dtype=np.float32)
+    recording = prepare_recording(wave, 16000, 16000, 1000)
+    cfg = CycleConfig()  # 16 kHz, 8 s, repeat, 1000-sample fades: the release's numbers
+    (cycle,) = cut_cycles(recording, [(0.0, 2.0)], cfg)
+    ramp = np.linspace(0, 1, 1000)
+    np.testing.assert_allclose(cycle[:1000].numpy(), ramp, atol=1e-7)
+    np.testing.assert_allclose(cycle[32000:33000].numpy(), ramp, atol=1e-7)  # the first repeat
+    assert torch.all(cycle[1000:32000] == 1)
+    np.testing.assert_allclose(cycle[-1000:].numpy(), ramp[::-1], atol=1e-7)  # tiled ones × the fade-out
 
 
 def test_cycle_past_the_end_raises_data_error():

@@ -31,6 +31,8 @@ def manifest(
         "--rejects", help="CSV listing the left-out items and why.")] = None,
     end_tolerance_s: Annotated[float, typer.Option(
         "--end-tolerance", help="Seconds a cycle may end after its recording.")] = 0.05,
+    strict_cycles: Annotated[bool, typer.Option(
+        "--strict-cycles", help="Duplicated or overlapping cycles are errors (default: a warning).")] = False,
 ) -> None:
     """Read RAW_DIR into a cycle manifest (written atomically to OUT_CSV) and print a summary."""
     from rich.console import Console
@@ -42,7 +44,8 @@ def manifest(
     from lungpipe.errors import DataError
 
     try:
-        result = build_manifest(raw_dir, split_file, skip_bad=skip_bad, end_tolerance_s=end_tolerance_s)
+        result = build_manifest(raw_dir, split_file, skip_bad=skip_bad, end_tolerance_s=end_tolerance_s,
+                                strict_cycles=strict_cycles)
     except DataError as exc:
         _fail(exc)
     write_csv(out_csv, result.cycles)

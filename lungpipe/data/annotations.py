@@ -94,7 +94,7 @@ def read_annotations(path: Path, item: str | None = None) -> tuple[list[Cycle], 
     path = Path(path)
     item = item or path.stem
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is stripped
     except (OSError, UnicodeDecodeError) as exc:
         return [], [Problem(item, str(path), None, f"cannot read the annotation file ({exc})")]
     return parse_annotation_text(text, str(path), item)

@@ -1,7 +1,13 @@
 """Safe, all-or-nothing extraction of downloaded dataset archives (.zip, .tar, .tar.gz/.tgz).
 
-Members are checked before anything is written: absolute paths, ``..`` components, links that
-leave the folder and device files are refused. The archive is unpacked into a hidden temporary
+Members are checked before anything is written, against a model of the folder as it will be
+after every earlier member: absolute paths, ``..`` components, device files, a member whose path
+goes through a symbolic link, a symbolic link whose target leaves the folder or goes through (or
+names) another link, and a hard link to anything but a regular file extracted before it are
+refused. So no chain of links can be built, whatever its length (the standard library's
+``filter="data"`` resolved such a chain past PATH_MAX on Python 3.11.7 and let a file out). Tar
+members are then written by this module itself, each final path resolved (following the links
+already extracted) and checked to lie inside the destination before it is opened. The archive is unpacked into a hidden temporary
 folder beside the destination, which is renamed into place only when everything is out, so an
 interrupted extraction never leaves a half-filled destination. A marker file inside the
 destination records which archive it came from; extracting the same archive again is a no-op.
@@ -16,12 +22,11 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lungpipe.atomic import write_json
+from lungpipe.atomic import remove_path, replace_dir, staging_dir, write_json
 from lungpipe.data.download import sha256_of
 from lungpipe.errors import DataError
 
@@ -29,8 +34,6 @@ MARKER_NAME = ".lungpipe-extracted.json"
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-# tarfile's own refusal when the "data" filter rejects a member (Python >= 3.11.4); () matches nothing.
-_FILTER_ERROR = getattr(tarfile, "FilterError", ())
 _CORRUPT_ERRORS = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError)
 
 
@@ -77,16 +80,16 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike, *,
             )
 
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.extracting-", dir=dest_dir.parent))
+    staging = staging_dir(dest_dir)
     try:
         if kind == "zip":
             _extract_zip(archive, staging)
         else:
             _extract_tar(archive, staging)
         write_json(staging / MARKER_NAME, {"archive": archive.name, "size": size, "sha256": digest})
-        _move_into_place(staging, dest_dir)
+        replace_dir(staging, dest_dir)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_path(staging)
         raise
     return dest_dir
 
@@ -97,22 +100,6 @@ def _read_marker(dest_dir: Path) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _move_into_place(staging: Path, dest_dir: Path) -> None:
-    """Rename ``staging`` onto ``dest_dir``; an old extraction is renamed aside, then removed."""
-    if not dest_dir.exists():
-        os.replace(staging, dest_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.old-", dir=dest_dir.parent))
-    os.replace(dest_dir, old / "content")
-    try:
-        os.replace(staging, dest_dir)
-    except BaseException:
-        os.replace(old / "content", dest_dir)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _unsafe(archive: Path, member: str, why: str) -> DataError:
@@ -143,27 +130,132 @@ def _extract_zip(archive: Path, dest: Path) -> None:
         raise DataError(f"{archive}: not a readable zip file ({exc}); delete it and download it again.") from exc
 
 
+def _normalised_member_path(archive: Path, name: str) -> PurePosixPath:
+    path = _check_name(archive, name)
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise _unsafe(archive, name, "empty path")
+    return PurePosixPath(*parts)
+
+
+def _plan_tar(archive: Path, members: list[tarfile.TarInfo]) -> None:
+    """Refuse the archive unless every member's final path stays inside the destination given
+    the members before it (see the module doc); writes nothing."""
+    kinds: dict[PurePosixPath, str] = {}  # path -> "dir" | "file" | "symlink"
+    links: list[tuple[str, str, PurePosixPath]] = []  # (member, link text, lexical target)
+
+    def through_link(path: PurePosixPath) -> PurePosixPath | None:
+        for depth in range(1, len(path.parts)):
+            prefix = PurePosixPath(*path.parts[:depth])
+            if kinds.get(prefix) == "symlink":
+                return prefix
+        return None
+
+    for member in members:
+        path = _normalised_member_path(archive, member.name)
+        if member.isdev() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise _unsafe(archive, member.name, "device or special file")
+        via = through_link(path)
+        if via is not None:
+            raise _unsafe(archive, member.name, f"its path goes through the symbolic link {str(via)!r}")
+        if kinds.get(path) == "symlink" or (path in kinds and (member.issym() or member.islnk())):
+            raise _unsafe(archive, member.name, "it would replace an earlier member with a link or follow one")
+        if member.issym():
+            target = member.linkname.replace("\\", "/")
+            if not target or target.startswith("/") or _WINDOWS_DRIVE.match(target):
+                raise _unsafe(archive, member.name, f"symbolic link to the absolute path {member.linkname!r}")
+            resolved = os.path.normpath(os.path.join(str(path.parent), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise _unsafe(archive, member.name, f"symbolic link to {member.linkname!r} leaves the folder")
+            if resolved == ".":
+                raise _unsafe(archive, member.name, f"symbolic link to {member.linkname!r} is the destination itself")
+            links.append((member.name, member.linkname, PurePosixPath(str(path.parent), target)))
+            kinds[path] = "symlink"
+        elif member.islnk():
+            target = _normalised_member_path(archive, member.linkname)
+            if kinds.get(target) != "file" or through_link(target) is not None:
+                raise _unsafe(archive, member.name,
+                              f"hard link to {member.linkname!r}, which is not a regular file extracted before it")
+            kinds[path] = "file"
+        elif member.isdir():
+            if kinds.get(path) == "file":
+                raise _unsafe(archive, member.name, "a folder with the name of an earlier file")
+            kinds[path] = "dir"
+        else:
+            if kinds.get(path) == "dir":
+                raise _unsafe(archive, member.name, "a file with the name of an earlier folder")
+            kinds[path] = "file"
+        for depth in range(1, len(path.parts)):  # parents become folders
+            parent = PurePosixPath(*path.parts[:depth])
+            if kinds.get(parent) == "file":
+                raise _unsafe(archive, member.name, f"its parent {str(parent)!r} is a file")
+            kinds.setdefault(parent, "dir")
+    # after all members (a link may name a path that only a later member makes a link): a link's
+    # target must not be, or pass through, another link
+    for name, text, lexical in links:
+        walked: list[str] = []
+        for part in lexical.parts:
+            if part == "..":
+                if walked:
+                    walked.pop()
+                continue
+            if part in ("", "."):
+                continue
+            walked.append(part)
+            if kinds.get(PurePosixPath(*walked)) == "symlink":
+                raise _unsafe(archive, name, f"symbolic link to {text!r} chains through the symbolic link "
+                                             f"{'/'.join(walked)!r}")
+
+
+def _inside(root: str, path: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _final_path(archive: Path, root: str, rel: PurePosixPath, member: str, follow_last: bool) -> str:
+    """``rel`` under ``root`` with every link already on disk resolved; DataError when outside."""
+    parent = os.path.realpath(os.path.join(root, *rel.parts[:-1]))
+    final = os.path.realpath(os.path.join(parent, rel.parts[-1])) if follow_last else os.path.join(parent, rel.parts[-1])
+    if not (_inside(root, parent) and _inside(root, final)):
+        raise _unsafe(archive, member, "its final path resolves outside the destination")
+    return final
+
+
+def _write_tar_members(archive: Path, tf: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> None:
+    root = os.path.realpath(dest)
+    mask = os.umask(0)
+    os.umask(mask)
+    for member in members:
+        rel = _normalised_member_path(archive, member.name)
+        if member.isdir():
+            os.makedirs(_final_path(archive, root, rel, member.name, follow_last=True), exist_ok=True)
+            continue
+        os.makedirs(_final_path(archive, root, rel.parent, member.name, follow_last=True)
+                    if len(rel.parts) > 1 else root, exist_ok=True)
+        final = _final_path(archive, root, rel, member.name, follow_last=False)
+        if os.path.lexists(final):
+            os.unlink(final)
+        if member.issym():
+            os.symlink(member.linkname.replace("\\", "/"), final)
+            target = os.path.realpath(final)
+            if not _inside(root, target):
+                os.unlink(final)
+                raise _unsafe(archive, member.name, "its link target resolves outside the destination")
+            continue
+        if member.islnk():
+            source = _final_path(archive, root, _normalised_member_path(archive, member.linkname), member.name,
+                                 follow_last=False)
+            shutil.copyfile(source, final, follow_symlinks=False)
+        else:
+            with tf.extractfile(member) as src, open(final, "xb") as out:  # "x": never through a link
+                shutil.copyfileobj(src, out)
+        os.chmod(final, (0o777 if member.mode & 0o100 else 0o666) & ~mask)
+
+
 def _extract_tar(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
             members = tf.getmembers()
-            for member in members:
-                path = _check_name(archive, member.name)
-                if member.isdev() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                    raise _unsafe(archive, member.name, "device or special file")
-                if member.issym():
-                    target = member.linkname.replace("\\", "/")
-                    resolved = os.path.normpath(os.path.join(str(path.parent), target))
-                    if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                        raise _unsafe(archive, member.name, f"symbolic link to {member.linkname!r} leaves the folder")
-                if member.islnk():
-                    _check_name(archive, member.linkname)
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: a second line of defence
-                tf.extractall(dest, members=members, filter="data")
-            else:  # pragma: no cover - older interpreters; members were checked above
-                tf.extractall(dest, members=members)
-    except _FILTER_ERROR as exc:
-        name = exc.tarinfo.name if getattr(exc, "tarinfo", None) is not None else "?"
-        raise _unsafe(archive, name, str(exc)) from exc
+            _plan_tar(archive, members)
+            _write_tar_members(archive, tf, members, dest)
     except _CORRUPT_ERRORS as exc:
         raise DataError(f"{archive}: not a readable tar archive ({exc}); delete it and download it again.") from exc

@@ -22,6 +22,9 @@ the tolerance. More than that means the annotation does not belong to that audio
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from lungpipe.data.annotations import LABEL_NAMES, Cycle, read_annotations
+from lungpipe.data.audio_check import scan_float_audio
 from lungpipe.data.names import parse_name, try_parse_name
 from lungpipe.data.problems import REJECT_COLUMNS, Problem, problems_error
 from lungpipe.data.split import SPLITS, find_split_file, match_split_names, read_split_file
@@ -79,21 +83,38 @@ def read_wav_info(path: Path, item: str) -> tuple[WavInfo | None, list[Problem]]
     if info.frames <= 0 or info.samplerate <= 0:
         return None, [Problem(item, str(path), None,
                               "empty wav (no audio frames); re-extract the file from the archive")]
+    try:
+        bad = scan_float_audio(path, str(info.subtype))
+    except (RuntimeError, OSError) as exc:
+        return None, [Problem(item, str(path), None, f"undecodable wav ({exc}); re-extract the file")]
+    if bad is not None:
+        return None, [Problem(item, str(path), None,
+                              f"{bad}; replace the recording or rescale it to [-1, 1]")]
     return WavInfo(int(info.samplerate), int(info.frames), str(info.subtype)), []
 
 
 def _index_files(raw_dir: Path, suffix: str, skip: set[Path]) -> tuple[dict[str, Path], list[Problem]]:
     """Files under ``raw_dir`` with ``suffix`` (any letter case) by stem; a stem found twice is a
-    problem (the two files would be ambiguous)."""
+    problem (the two files would be ambiguous), and so is a dangling symbolic link (reported as
+    such, the stem then counts as present so it is not also called missing)."""
     found: dict[str, list[Path]] = defaultdict(list)
+    problems: list[Problem] = []
+    dangling: dict[str, Path] = {}
     for path in sorted(raw_dir.rglob("*")):
         parts = path.relative_to(raw_dir).parts
         if any(part.startswith(".") or part == "__MACOSX" for part in parts):
             continue  # hidden files and macOS resource forks (``._name.wav``) are not recordings
-        if path.suffix.lower() == suffix and path.is_file() and path.resolve() not in skip:
+        if path.suffix.lower() != suffix:
+            continue
+        if path.is_symlink() and not path.exists():
+            dangling[path.stem] = path
+            problems.append(Problem(path.stem, str(path), None,
+                                    f"dangling symbolic link (its target {os.readlink(path)!r} does not "
+                                    "exist); restore the target or remove the link"))
+            continue
+        if path.is_file() and path.resolve() not in skip:
             found[path.stem].append(path)
-    index: dict[str, Path] = {}
-    problems: list[Problem] = []
+    index: dict[str, Path] = {stem: path for stem, path in dangling.items() if stem not in found}
     for stem, paths in found.items():
         if len(paths) > 1 and (suffix == ".wav" or try_parse_name(stem) is not None):
             listed = ", ".join(str(p) for p in paths)
@@ -103,6 +124,23 @@ def _index_files(raw_dir: Path, suffix: str, skip: set[Path]) -> tuple[dict[str,
         else:
             index[stem] = paths[0]
     return index, problems
+
+
+def cycle_overlaps(cycles: list[Cycle]) -> tuple[list[Cycle], list[Cycle]]:
+    """(duplicated, overlapping) cycles of one recording: a duplicate repeats an earlier cycle's
+    start and end; an overlap starts before the end of the cycle before it (in start order)."""
+    seen: set[tuple[float, float]] = set()
+    duplicated: list[Cycle] = []
+    unique: list[Cycle] = []
+    for c in cycles:
+        if (c.start, c.end) in seen:
+            duplicated.append(c)
+        else:
+            seen.add((c.start, c.end))
+            unique.append(c)
+    ordered = sorted(unique, key=lambda c: (c.start, c.end))
+    overlapping = [b for a, b in itertools.pairwise(ordered) if b.start < a.end]
+    return duplicated, overlapping
 
 
 def _check_cycle_ends(cycles: list[Cycle], info: WavInfo, item: str, file: str,
@@ -121,12 +159,15 @@ def build_manifest(
     *,
     skip_bad: bool = False,
     end_tolerance_s: float = DEFAULT_END_TOLERANCE_S,
+    strict_cycles: bool = False,
 ) -> ManifestResult:
     """Read the raw ICBHI folder into a cycle manifest (columns :data:`MANIFEST_COLUMNS`).
 
     ``split_file`` defaults to the one ``ICBHI_challenge_train_test.txt`` found under
     ``raw_dir``. All problems are collected; without ``skip_bad`` one :class:`DataError` lists
     them, with it the recordings concerned are left out and listed in ``rejects``.
+    Duplicated and overlapping cycles are logged as a warning with their counts; with
+    ``strict_cycles`` they are problems like the others.
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
@@ -167,12 +208,26 @@ def build_manifest(
     problems += match_problems
 
     rows: list[tuple] = []
+    overlap_counts = {"duplicated": 0, "overlapping": 0}
+    first_overlap: str | None = None
     for name in names:
         if name not in wavs or name not in txts:
             continue
+        if wavs[name].is_symlink() and not wavs[name].exists():
+            continue  # reported as a dangling link
         info, wav_problems = read_wav_info(wavs[name], name)
         cycles, ann_problems = read_annotations(txts[name], name)
         problems += wav_problems + ann_problems
+        duplicated, overlapping = cycle_overlaps(cycles)
+        for kind, found in (("duplicated", duplicated), ("overlapping", overlapping)):
+            overlap_counts[kind] += len(found)
+            for c in found:
+                reason = (f"cycle {c.start}-{c.end} s repeats an earlier line" if kind == "duplicated" else
+                          f"cycle {c.start}-{c.end} s starts before the previous cycle ends")
+                first_overlap = first_overlap or f"{txts[name]}, line {c.line}: {reason}"
+                if strict_cycles:
+                    problems.append(Problem(name, str(txts[name]), c.line,
+                                            f"{reason}; remove or fix the line (strict_cycles is on)"))
         if info is not None:
             problems += _check_cycle_ends(cycles, info, name, str(txts[name]), end_tolerance_s)
         if info is None or name not in matches:
@@ -185,10 +240,15 @@ def build_manifest(
                          c.label, parsed.device, parsed.location, info.sample_rate, rel,
                          info.duration_s, entry.name))
 
+    if not strict_cycles and any(overlap_counts.values()):
+        logging.getLogger(__name__).warning(
+            "%s: %d duplicated and %d overlapping cycle(s) kept (first: %s); set "
+            "data.manifest.strict_cycles: true to treat them as errors", raw_dir,
+            overlap_counts["duplicated"], overlap_counts["overlapping"], first_overlap)
     problems.sort(key=lambda p: (p.file, p.line or 0))
     if problems and not skip_bad:
-        raise problems_error(problems, hint="\n(use --skip-bad / skip_bad=True to leave these "
-                                            "recordings out and list them in a rejects file)")
+        raise problems_error(problems, hint="\n(to leave these recordings out and list them as rejects: "
+                                            "--skip-bad, or data.manifest.skip_bad: true in params.yaml)")
     bad_items = {p.item for p in problems}
     cycles_df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     cycles_df = cycles_df[~cycles_df["recording"].isin(bad_items)].reset_index(drop=True)

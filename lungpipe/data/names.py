@@ -80,7 +80,7 @@ def read_filename_differences(path: Path) -> list[str]:
     like ``'101_1b1_Al_sc_AKGC417L'``); each is checked to be a recording name."""
     path = Path(path)
     names: list[str] = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = raw.strip().strip("'\"").strip()
         if not text:
             continue

@@ -260,6 +260,7 @@ class IcbhiSourceConfig:
     split_filename: str = "ICBHI_challenge_train_test.txt"
     split_file: str | None = None  # relative to raw_dir (or absolute); None: the builder's default
     skip_bad: bool = False
+    strict_cycles: bool = False  # duplicated / overlapping cycles: errors (True) or a warning (False)
 
 
 def _icbhi_manifest_builder():
@@ -306,7 +307,8 @@ class IcbhiSource(DatasetSource):
             split_file = Path(cfg.split_file)
             if not split_file.is_absolute():
                 split_file = raw_dir / split_file
-        result = _icbhi_manifest_builder()(raw_dir, split_file, skip_bad=cfg.skip_bad)
+        result = _icbhi_manifest_builder()(raw_dir, split_file, skip_bad=cfg.skip_bad,
+                                           strict_cycles=cfg.strict_cycles)
         cycles = result.cycles.copy()
         if "source" not in cycles.columns:
             cycles["source"] = "icbhi"
@@ -385,8 +387,8 @@ def register_source(name: str, target: str) -> None:
 def source_from_params(data: Mapping[str, Any]) -> tuple[DatasetSource, Any]:
     """The source named by ``data["source"]`` and its config from ``data[<section>]``.
 
-    ``data`` is params.yaml's ``data`` mapping. ``data.manifest.skip_bad: true`` switches on
-    ``skip_bad`` of every source that has the option. Unknown keys are a ConfigError naming
+    ``data`` is params.yaml's ``data`` mapping. ``data.manifest.skip_bad: true`` (and
+    ``data.manifest.strict_cycles: true``) switch on that option of every source that has it. Unknown keys are a ConfigError naming
     ``data.<section>``.
     """
     if "source" not in data:
@@ -397,8 +399,9 @@ def source_from_params(data: Mapping[str, Any]) -> tuple[DatasetSource, Any]:
         raise ConfigError(f"data.{source.section} must be a mapping of options, got {section!r}")
     options = dict(section or {})
     manifest = data.get("manifest") or {}
-    if manifest.get("skip_bad") and "skip_bad" in {f.name for f in fields(source.config_type)}:
-        options["skip_bad"] = True
+    for flag in ("skip_bad", "strict_cycles"):  # data.manifest.<flag>: true switches it on for the source
+        if manifest.get(flag) and flag in {f.name for f in fields(source.config_type)}:
+            options[flag] = True
     return source, source.config(options, where=f"data.{source.section}")
 
 

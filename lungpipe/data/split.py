@@ -55,7 +55,7 @@ def read_split_file(path: Path) -> tuple[dict[str, SplitEntry], list[Problem]]:
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is stripped
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the split file ({exc})") from exc
     entries: dict[str, SplitEntry] = {}
@@ -153,3 +153,84 @@ def match_split_names(
                 "add the recording or remove the line",
             ))
     return matches, problems
+
+
+# --------------------------------------------------------------------------- split schemes
+
+SPLIT_SCHEMES: tuple[str, ...] = ("official", "random_recording")
+#: Fraction of recordings the released random split puts in train (int(0.6 · n) of them).
+RELEASE_TRAIN_FRACTION = 0.6
+
+
+@dataclass(frozen=True)
+class SplitScheme:
+    """Which recordings are train and which test (params ``split.scheme``, ``split.seed``).
+
+    ``official``: the ICBHI split file (lungpipe's default; 2 patients of the real database are on
+    both sides). ``random_recording``: the patch-mix CL / ADD4RSC release's split: the recording
+    names (as the split file spells them) sorted, shuffled by Python's ``random`` seeded with
+    ``seed`` (the release's ``1``), the first ``int(0.6 · n)`` to train, the rest to test. It
+    ignores patients: on the real database 76 patients end up on both sides (4213 / 2685 cycles),
+    so its scores are not patient-independent.
+    """
+
+    scheme: str = "official"
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        from lungpipe.config import ConfigError
+
+        if self.scheme not in SPLIT_SCHEMES:
+            raise ConfigError(f"split.scheme: {self.scheme!r} is not one of {list(SPLIT_SCHEMES)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"split.seed: {self.seed!r} is not an integer")
+
+
+def random_recording_split(names, seed: int, train_fraction: float = RELEASE_TRAIN_FRACTION) -> dict[str, str]:
+    """``{name: "train" | "test"}``: sorted names, ``random.Random(seed).shuffle``, the first
+    ``int(train_fraction · n)`` to train (the release's procedure, reproduced exactly)."""
+    import random
+
+    order = sorted(set(names))
+    random.Random(seed).shuffle(order)
+    n_train = int(train_fraction * len(order))
+    return {name: ("train" if i < n_train else "test") for i, name in enumerate(order)}
+
+
+def apply_split_scheme(manifest, scheme: SplitScheme, where: str = "manifest"):
+    """The manifest with ``split`` set by ``scheme`` and a ``split_scheme`` column naming it
+    (read downstream to label metrics, runs and the report). ``random_recording`` needs a cycle
+    manifest with a ``split_name`` (or ``recording``) column."""
+    from lungpipe.errors import DataError
+
+    out = manifest.copy()
+    if scheme.scheme == "random_recording":
+        column = "split_name" if "split_name" in out.columns else "recording"
+        if column not in out.columns or "split" not in out.columns:
+            raise DataError(
+                f"{where}: split.scheme random_recording needs an ICBHI cycle manifest (columns "
+                "recording/split_name and split); use split.scheme official for this dataset"
+            )
+        sides = random_recording_split(out[column].astype(str), scheme.seed)
+        out["split"] = out[column].astype(str).map(sides)
+    out["split_scheme"] = scheme.scheme
+    return out
+
+
+def patients_in_both_splits(manifest) -> list:
+    """Patients with items in both train and test (sorted); empty without a ``patient`` column."""
+    if "patient" not in manifest.columns or "split" not in manifest.columns:
+        return []
+    sides = manifest.groupby("patient")["split"].agg(lambda s: set(s))
+    return sorted(p for p, s in sides.items() if {"train", "test"} <= s)
+
+
+def shared_patients_warning(manifest) -> str | None:
+    """A warning text when a patient is in both train and test, else None."""
+    shared = patients_in_both_splits(manifest)
+    if not shared:
+        return None
+    scheme = manifest["split_scheme"].iloc[0] if "split_scheme" in manifest.columns and len(manifest) else "?"
+    listed = ", ".join(str(p) for p in shared[:8]) + (" …" if len(shared) > 8 else "")
+    return (f"{len(shared)} patient(s) have cycles in both train and test under split.scheme {scheme} "
+            f"({listed}): test scores are not patient-independent")

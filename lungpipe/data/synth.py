@@ -14,12 +14,13 @@ and writes, flat in one folder, what the ICBHI archive holds:
 the same cycle times and labels, for benchmarks at the real database's size.
 
 Everything is seeded per recording (seed + recording name), so the same config gives
-byte-identical files whatever the number of worker processes.
+byte-identical files whatever the number of worker processes; every draw and every sample is
+computed by :mod:`lungpipe.data.portable` (a specified counter-based generator, exactly rounded
+maths, our own PCM encoder), so the bytes are also the same on any machine and library version.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungpipe.atomic import atomic_path, write_text
+from lungpipe.atomic import write_bytes, write_text
 from lungpipe.data.annotations import LABEL_NAMES, cycle_label, load_annotations
 from lungpipe.data.names import (
     DEVICE_SAMPLE_RATES,
@@ -37,6 +38,7 @@ from lungpipe.data.names import (
     read_filename_differences,
     try_parse_name,
 )
+from lungpipe.data.portable import PortableRng, encode_wav
 from lungpipe.data.split import SPLIT_FILE_NAME, read_split_file
 from lungpipe.data.synth_audio import SynthAudioConfig, render_recording
 from lungpipe.errors import DataError
@@ -151,19 +153,16 @@ class RecordingPlan:
     annotation_text: str
 
 
-def recording_rng(seed: int, name: str) -> np.random.Generator:
-    """The generator for one recording: independent of the order recordings are rendered in."""
-    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+def recording_rng(seed: int, name: str) -> PortableRng:
+    """The generator for one recording's audio: independent of the order recordings are rendered in."""
+    return PortableRng("icbhi-synth-audio", seed, name)
 
 
 def _render_and_write(plan: RecordingPlan, out_dir: Path, seed: int,
                       audio: SynthAudioConfig) -> tuple[str, float]:
-    import soundfile as sf
-
     rng = recording_rng(seed, plan.name)
     wave = render_recording(plan.cycles, plan.duration_s, plan.sample_rate, rng, audio)
-    with atomic_path(out_dir / f"{plan.name}.wav") as tmp:
-        sf.write(str(tmp), wave, plan.sample_rate, subtype=plan.subtype, format="WAV")
+    write_bytes(out_dir / f"{plan.name}.wav", encode_wav(wave, plan.sample_rate, plan.subtype))
     write_text(out_dir / f"{plan.name}.txt", plan.annotation_text)
     return plan.name, len(wave) / plan.sample_rate
 
@@ -198,14 +197,14 @@ def _format_annotation(cycles: np.ndarray) -> str:
     return "".join(f"{s:.3f}\t{e:.3f}\t{int(c)}\t{int(w)}\n" for s, e, c, w in cycles)
 
 
-def _choose(rng: np.random.Generator, probs: dict) -> str:
+def _choose(rng: PortableRng, probs: dict) -> str:
     keys = list(probs)
     p = np.asarray([probs[k] for k in keys], dtype=float)
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
 def _assign_test_patients(patients: list[int], diagnoses: dict[int, str], fraction: float,
-                          rng: np.random.Generator) -> set[int]:
+                          rng: PortableRng) -> set[int]:
     """A stratified draw: patients ordered by diagnosis (shuffled within), every k-th one to test
     so each diagnosis is split in about the same proportion; at least one patient per side."""
     order = sorted(patients, key=lambda p: (diagnoses[p], rng.random()))
@@ -224,7 +223,7 @@ def plan_synthetic_dataset(cfg: SynthConfig) -> tuple[list[RecordingPlan], dict[
     name was changed to ``…_Meditron``.
     """
     cfg.validate()
-    rng = np.random.default_rng([cfg.seed, 0x5EED])
+    rng = PortableRng("icbhi-synth-plan", cfg.seed)
     patients = [cfg.first_patient_id + i for i in range(cfg.n_patients)]
     diagnoses = {p: _choose(rng, cfg.diagnosis_probs) for p in patients}
     test = _assign_test_patients(patients, diagnoses, cfg.test_fraction, rng)
@@ -378,7 +377,7 @@ def render_from_annotations(
         if device not in DEVICE_SAMPLE_RATES:
             raise DataError(f"{path}: unknown device {device!r}; known: {sorted(DEVICE_SAMPLE_RATES)}")
         cycles = np.array([(c.start, c.end, c.crackle, c.wheeze) for c in load_annotations(path)])
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), 1])
+        rng = PortableRng("icbhi-synth-format", seed, name)
         plans.append(RecordingPlan(
             name=name, split_name=path.stem, split=entries[path.stem].split,
             sample_rate=DEVICE_SAMPLE_RATES[device],

@@ -13,6 +13,11 @@ What a respiratory-sound model has to learn, rendered with numpy (vectorised per
 
 All levels are relative to the breath noise's RMS at the loudest point of an inhalation (= 1), and
 each is drawn from a range, so the classes are learnable but not trivially separable.
+
+Bit-reproducible: with a :class:`~lungpipe.data.portable.PortableRng` every number is computed from
+exactly rounded float64 operations in a fixed order (:mod:`lungpipe.data.portable`'s ``sin``,
+``cos``, ``exp``; sequential sums; one-pole recursive filters run by ``lfilter`` sample by sample;
+no FFT, BLAS or SIMD-dispatched libm), so a recording is the same bits on any machine.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
+
+from lungpipe.data import portable as pm
 
 
 @dataclass
@@ -48,37 +54,47 @@ class SynthAudioConfig:
     peak_level: tuple[float, float] = (0.3, 0.9)
 
 
-def _u(rng: np.random.Generator, bounds, size=None):
-    """Uniform draw(s) from ``bounds``; a Python float when ``size`` is None (so float32 arrays
-    stay float32 when multiplied by it)."""
+_LN10 = 2.302585092994046
+
+
+def _u(rng, bounds, size=None):
+    """Uniform draw(s) from ``bounds``; a Python float when ``size`` is None."""
     low, high = bounds
     if size is None:
         return float(rng.uniform(low, high))
     return rng.uniform(low, high, size)
 
 
-def breath_noise(n: int, sample_rate: int, rng: np.random.Generator, low_hz: float,
-                 high_hz: float) -> np.ndarray:
-    """Unit-RMS noise with a band-pass spectrum (2nd-order slopes at ``low_hz``/``high_hz``),
-    made by drawing a random spectrum and one inverse FFT."""
-    n_fft = scipy.fft.next_fast_len(n, real=True)
-    freqs = np.arange(n_fft // 2 + 1, dtype=np.float32) * np.float32(sample_rate / n_fft)
-    f = np.maximum(freqs, np.float32(1e-3))
-    gain = 1.0 / ((1.0 + (float(low_hz) / f) ** 2) * (1.0 + (f / float(high_hz)) ** 2))
-    gain[0] = 0.0
-    spec = rng.standard_normal(2 * len(freqs), dtype=np.float32).view(np.complex64)
-    spec *= gain
-    x = scipy.fft.irfft(spec, n_fft)[:n]
-    rms = float(np.sqrt(np.dot(x, x) / max(n, 1))) or 1.0
-    x *= np.float32(1.0 / rms)
+def _one_pole_pair(x: np.ndarray, sample_rate: int, cutoff_hz: float, highpass: bool) -> np.ndarray:
+    """Two passes of a one-pole filter (|H| ≈ 1 / (1 + (f/fc)²) low-pass, 1 / (1 + (fc/f)²)
+    high-pass). ``lfilter`` runs the recursion sample by sample, one multiply-add order fixed by
+    its direct form, so the result does not depend on the CPU's vector units."""
+    from scipy.signal import lfilter
+
+    pole = float(pm.exp(-2.0 * np.pi * float(cutoff_hz) / float(sample_rate)))
+    if highpass:
+        b, a = [pole, -pole], [1.0, -pole]
+    else:
+        b, a = [1.0 - pole], [1.0, -pole]
+    for _ in range(2):
+        x = lfilter(b, a, x)
     return x
+
+
+def breath_noise(n: int, sample_rate: int, rng, low_hz: float, high_hz: float) -> np.ndarray:
+    """Unit-RMS band-pass noise (about 6 dB down at ``low_hz`` and ``high_hz``, 2nd-order
+    slopes): uniform white noise through two one-pole low-passes and two one-pole high-passes."""
+    band = _one_pole_pair(rng.uniform(-1.0, 1.0, n), sample_rate, high_hz, highpass=False)
+    band = _one_pole_pair(band, sample_rate, low_hz, highpass=True)
+    rms = float(np.sqrt(pm.sequential_sum(band * band) / max(n, 1))) or 1.0
+    return band / rms
 
 
 def breath_envelope(n: int, sample_rate: int, starts: np.ndarray, ends: np.ndarray,
                     inhale: float, exhale_level: float, cycle_gain: np.ndarray) -> np.ndarray:
     """Per-sample amplitude: in each cycle a sin² inhale hump (peak 1 × gain) over the first
     ``inhale`` fraction, then a lower exhale hump (``exhale_level``); 0 outside cycles."""
-    env = np.zeros(n, dtype=np.float32)
+    env = np.zeros(n, dtype=np.float64)
     for s, e, g in zip(starts, ends, cycle_gain):
         a, b = round(s * sample_rate), min(round(e * sample_rate), n)
         if b <= a:
@@ -86,14 +102,13 @@ def breath_envelope(n: int, sample_rate: int, starts: np.ndarray, ends: np.ndarr
         length = b - a
         k = round(inhale * length)
         g = float(g)
-        env[a:a + k] = g * np.sin(np.arange(k, dtype=np.float32) * np.float32(np.pi / max(k, 1))) ** 2
-        env[a + k:b] = (g * exhale_level) * np.sin(
-            np.arange(length - k, dtype=np.float32) * np.float32(np.pi / max(length - k, 1))) ** 2
+        env[a:a + k] = g * pm.sin(np.arange(k) * (np.pi / max(k, 1))) ** 2
+        env[a + k:b] = (g * exhale_level) * pm.sin(np.arange(length - k) * (np.pi / max(length - k, 1))) ** 2
     return env
 
 
 def _scatter_kernels(out: np.ndarray, onsets: np.ndarray, kernels: np.ndarray) -> None:
-    """Add each row of ``kernels`` (m, L) into ``out`` starting at its onset sample."""
+    """Add each row of ``kernels`` (m, L) into ``out`` starting at its onset sample (in row order)."""
     if len(onsets) == 0:
         return
     idx = onsets[:, None] + np.arange(kernels.shape[1])[None, :]
@@ -107,13 +122,13 @@ def crackle_kernels(sample_rate: int, durations_s: np.ndarray, freqs_hz: np.ndar
     (< 1 %) by the end of its duration; the largest deflection is the first one and its size is
     ``amps`` (sign ``signs``)."""
     length = int(np.ceil(durations_s.max() * sample_rate)) + 1
-    t = np.arange(length, dtype=np.float32)[None, :] / sample_rate
-    d = durations_s[:, None].astype(np.float32)
+    t = np.arange(length, dtype=np.float64)[None, :] / sample_rate
+    d = np.asarray(durations_s, dtype=np.float64)[:, None]
     tau = d / 5.0
-    wave = np.exp(-t / tau) * np.sin(2 * np.pi * freqs_hz[:, None] * t)
+    wave = pm.exp(-t / tau) * pm.sin(2 * np.pi * np.asarray(freqs_hz, dtype=np.float64)[:, None] * t)
     wave *= (t < d)
     wave /= np.abs(wave).max(axis=1, keepdims=True)
-    return (amps * signs)[:, None].astype(np.float32) * wave.astype(np.float32)
+    return (np.asarray(amps) * np.asarray(signs))[:, None] * wave
 
 
 def tone_with_harmonics(n: int, sample_rate: int, f_start: float, f_end: float,
@@ -122,48 +137,51 @@ def tone_with_harmonics(n: int, sample_rate: int, f_start: float, f_end: float,
     """A tone whose fundamental glides from ``f_start`` to ``f_end`` with vibrato; harmonics
     above 0.45 × sample rate are left out; raised-cosine ramps (≤ 20 ms) at both ends."""
     t = np.arange(n, dtype=np.float64) / sample_rate
-    f_inst = np.linspace(f_start, f_end, n) * (1.0 + vibrato_depth * np.sin(2 * np.pi * vibrato_hz * t))
-    phase = phase0 + 2 * np.pi * np.cumsum(f_inst) / sample_rate
-    out = np.sin(phase)
+    glide = f_start + (f_end - f_start) * (np.arange(n, dtype=np.float64) / max(n - 1, 1))
+    f_inst = glide * (1.0 + vibrato_depth * pm.sin(2 * np.pi * vibrato_hz * t))
+    phase = phase0 + (2 * np.pi / sample_rate) * np.cumsum(f_inst)
+    out = pm.sin(phase)
     f_max = max(f_start, f_end) * (1 + vibrato_depth)
     for k, amp in enumerate(harmonic_amps, start=2):
         if k * f_max < 0.45 * sample_rate:
-            out += amp * np.sin(k * phase)
+            out += amp * pm.sin(k * phase)
     ramp = min(int(0.02 * sample_rate), n // 4)
     if ramp > 0:
-        w = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+        w = 0.5 - 0.5 * pm.cos(np.pi * np.arange(ramp) / ramp)
         out[:ramp] *= w
         out[n - ramp:] *= w[::-1]
-    return out.astype(np.float32)
+    return out
 
 
-def heart_sounds(n: int, sample_rate: int, rng: np.random.Generator, rate_bpm: float,
-                 amp: float) -> np.ndarray:
+def heart_sounds(n: int, sample_rate: int, rng, rate_bpm: float, amp: float) -> np.ndarray:
     """S1/S2 pairs: Hann-windowed low-frequency bursts (S1 ≈ 100 ms at 30–50 Hz, S2 ≈ 80 ms at
     50–70 Hz, 0.3 s after S1), one pair per beat with a little beat-to-beat jitter."""
-    out = np.zeros(n, dtype=np.float32)
+    out = np.zeros(n, dtype=np.float64)
     period = 60.0 / rate_bpm
     duration = n / sample_rate
-    beats = np.arange(rng.uniform(0, period), duration, period)
+    first = float(rng.uniform(0, period))
+    beats = first + period * np.arange(max(int(np.ceil((duration - first) / period)), 0))
     beats = beats + rng.normal(0, 0.02 * period, len(beats))
     for offset, length_s, f_range, level in ((0.0, 0.10, (30.0, 50.0), 1.0),
                                               (0.30, 0.08, (50.0, 70.0), 0.7)):
         length = int(length_s * sample_rate)
-        t = np.arange(length, dtype=np.float32) / sample_rate
+        t = np.arange(length, dtype=np.float64) / sample_rate
         f = float(rng.uniform(*f_range))
-        kernel = amp * level * np.hanning(length).astype(np.float32) * np.sin(2 * np.pi * f * t)
+        kernel = amp * level * pm.hann(length) * pm.sin(2 * np.pi * f * t)
         onsets = np.round((beats + offset) * sample_rate).astype(np.int64)
-        gains = rng.uniform(0.8, 1.2, len(onsets)).astype(np.float32)
+        gains = rng.uniform(0.8, 1.2, len(onsets))
         _scatter_kernels(out, onsets, gains[:, None] * kernel[None, :])
     return out
 
 
 def render_recording(cycles: np.ndarray, duration_s: float, sample_rate: int,
-                     rng: np.random.Generator, cfg: SynthAudioConfig | None = None) -> np.ndarray:
+                     rng, cfg: SynthAudioConfig | None = None) -> np.ndarray:
     """Render one recording (float32 in [-1, 1]).
 
     ``cycles`` is an (n, 4) array of ``start_s, end_s, crackle, wheeze``; crackle cycles get
     several crackles, wheeze cycles a wheeze lying inside the cycle, normal cycles neither.
+    ``rng`` is a :class:`~lungpipe.data.portable.PortableRng` (machine-independent bits) or
+    anything with the same methods (a numpy ``Generator`` works too).
     """
     cfg = cfg or SynthAudioConfig()
     cycles = np.asarray(cycles, dtype=np.float64).reshape(-1, 4)
@@ -190,7 +208,7 @@ def render_recording(cycles: np.ndarray, duration_s: float, sample_rate: int,
         freq = np.minimum(freq, 0.4 * sample_rate)
         level = np.repeat(_u(rng, cfg.crackle_peak_ratio, len(c_idx)), counts)
         amps = level * rng.uniform(0.7, 1.3, m)
-        signs = rng.choice(np.array([-1.0, 1.0]), m)
+        signs = np.where(rng.random(m) < 0.5, -1.0, 1.0)
         dur_s = dur_ms / 1000.0
         span = ends[owner] - starts[owner]
         room = np.maximum(span - dur_s - 0.1 * span, 0.0)
@@ -219,14 +237,12 @@ def render_recording(cycles: np.ndarray, duration_s: float, sample_rate: int,
 
     # distractors
     out += heart_sounds(n, sample_rate, rng, _u(rng, cfg.heart_rate_bpm), _u(rng, cfg.heart_amp_ratio))
-    noise_rms = 10.0 ** (-_u(rng, cfg.noise_snr_db) / 20.0)
+    noise_rms = float(pm.exp(-_u(rng, cfg.noise_snr_db) / 20.0 * _LN10))  # 10 ** (-snr / 20)
     # uniform white noise (unit variance): as good a floor as Gaussian and several times cheaper
-    floor = rng.random(n, dtype=np.float32)
-    floor -= np.float32(0.5)
-    out += np.float32(noise_rms * np.sqrt(12.0)) * floor
+    out += (noise_rms * np.sqrt(12.0)) * (rng.random(n) - 0.5)
     hum_f = 50.0 if rng.random() < 0.5 else 60.0
-    t = np.arange(n, dtype=np.float32) / sample_rate
-    out += _u(rng, cfg.hum_amp_ratio) * np.sin(np.float32(2 * np.pi * hum_f) * t + _u(rng, (0.0, 2 * np.pi)))
+    t = np.arange(n, dtype=np.float64) / sample_rate
+    out += _u(rng, cfg.hum_amp_ratio) * pm.sin((2 * np.pi * hum_f) * t + _u(rng, (0.0, 2 * np.pi)))
 
     peak = float(np.max(np.abs(out))) or 1.0
     return (out * (_u(rng, cfg.peak_level) / peak)).astype(np.float32)

@@ -3,12 +3,12 @@
 Each class gets its own signal (a class-specific tone with a harmonic and a class-specific
 amplitude-modulation rate, plus a little noise), so a classifier can learn the task and a test can
 check that it did. File names and metadata follow each dataset's real conventions, so the same
-manifest builders read them as the real data.
+manifest builders read them as the real data. Draws, maths and WAV encoding go through
+:mod:`lungpipe.data.portable`, so the files are the same bytes on any machine.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lungpipe.atomic import write_bytes, write_csv, write_text
+from lungpipe.data import portable as pm
 from lungpipe.data.esc50 import AUDIO_DIRNAME, ESC50_CATEGORIES, META_RELPATH
 
 #: Which class signal each (normalised) diagnosis gets in the synthetic diagnosis data.
@@ -23,7 +24,7 @@ _DIAGNOSIS_TONE_INDEX = {"normal": 0, "healthy": 0, "n": 0, "asthma": 1, "copd":
 
 
 def class_signal(
-    class_index: int, n_classes: int, sample_rate: int, n_samples: int, rng: np.random.Generator
+    class_index: int, n_classes: int, sample_rate: int, n_samples: int, rng: pm.PortableRng
 ) -> np.ndarray:
     """A float32 clip in [-1, 1] whose spectrum identifies ``class_index`` among ``n_classes``.
 
@@ -35,24 +36,20 @@ def class_signal(
     freq = lo + (hi - lo) * (class_index + 0.5) / max(n_classes, 1)
     freq *= 1.0 + rng.uniform(-0.01, 0.01)
     phase = rng.uniform(0, 2 * np.pi)
-    tone = np.sin(2 * np.pi * freq * t + phase)
+    tone = pm.sin(2 * np.pi * freq * t + phase)
     if 2 * freq < 0.45 * sample_rate:
-        tone = tone + 0.3 * np.sin(4 * np.pi * freq * t + phase)
+        tone = tone + 0.3 * pm.sin(4 * np.pi * freq * t + phase)
     am_rate = 1.0 + (class_index % 5)
-    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * am_rate * t)
+    envelope = 0.6 + 0.4 * pm.sin(2 * np.pi * am_rate * t)
     noise = rng.normal(0.0, 0.05, n_samples)
     clip = rng.uniform(0.3, 0.6) * envelope * tone + noise
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
-    """16-bit PCM WAV, encoded in memory and written atomically (libsndfile syncs every file it
-    closes, which makes thousands of small files slow)."""
-    import soundfile as sf
-
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, sample_rate, subtype="PCM_16", format="WAV")
-    return write_bytes(path, buffer.getvalue())
+    """16-bit PCM WAV, encoded in memory (:func:`~lungpipe.data.portable.encode_wav`) and written
+    atomically."""
+    return write_bytes(path, pm.encode_wav(samples, sample_rate, "PCM_16"))
 
 
 # --------------------------------------------------------------------------- ESC-50
@@ -77,7 +74,7 @@ def write_synthetic_esc50(
     if n_classes < 1 or n_per_class < 1 or n_folds < 1:
         raise ValueError("n_classes, n_per_class and n_folds must be positive")
     out_dir = Path(out_dir)
-    rng = np.random.default_rng(seed)
+    rng = pm.PortableRng("esc50-synth", seed)
     n_samples = round(duration_s * sample_rate)
     rows = []
     for target in range(n_classes):
@@ -119,7 +116,7 @@ def write_synthetic_kauh(
     """Write KAUH-named recordings: ``patients`` maps a diagnosis (as written in the names) to a
     number of subjects; each subject gets one file per filter mode. Returns the files written."""
     patients = dict(patients or {"N": 4, "Asthma": 4, "COPD": 4, "pneumonia": 3, "heart failure": 2})
-    rng = np.random.default_rng(seed)
+    rng = pm.PortableRng("kauh-synth", seed)
     n_samples = round(duration_s * sample_rate)
     folder = Path(out_dir) / subdir if subdir else Path(out_dir)
     written, number = [], first_number
@@ -150,7 +147,7 @@ def write_icbhi_named_recordings(
     """Write one WAV per ICBHI recording name (``101_1b1_Al_sc_Meditron``), its signal chosen by
     the patient's diagnosis in ``diagnoses`` (patient id → diagnosis). No annotations: this is
     recording-level data for the diagnosis task, not a cycle dataset."""
-    rng = np.random.default_rng(seed)
+    rng = pm.PortableRng("icbhi-named-synth", seed)
     n_samples = round(duration_s * sample_rate)
     out_dir = Path(out_dir)
     written = []

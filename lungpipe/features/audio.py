@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lungpipe.data.audio_check import FLOAT_AUDIO_LIMIT, FLOAT_SUBTYPES, first_bad_sample
 from lungpipe.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +28,8 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
 
     16-bit PCM is read as integers and scaled by 2⁻¹⁵ here (the same values libsndfile's float
     conversion gives, several times faster); other encodings are read as float32 by libsndfile.
-    Raises :class:`DataError` naming the file when it cannot be decoded or holds no samples.
+    Raises :class:`DataError` naming the file when it cannot be decoded, holds no samples, holds
+    a non-finite sample or (float encodings) a sample beyond ±1.01 (offset and value named).
     """
     import soundfile as sf
 
@@ -35,6 +37,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(str(path)) as f:
             sample_rate = int(f.samplerate)
+            subtype = str(f.subtype)
             if f.subtype == "PCM_16":
                 data = f.read(dtype="int16", always_2d=True).astype(np.float32)
                 data *= np.float32(1.0 / 32768.0)
@@ -47,6 +50,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         ) from exc
     if data.shape[0] == 0:
         raise DataError(f"{path}: the audio file holds no samples; re-download or re-render it.")
+    bad = first_bad_sample(data, FLOAT_AUDIO_LIMIT if subtype in FLOAT_SUBTYPES else None)
+    if bad is not None:
+        raise DataError(f"{path}: {bad}; replace the recording or rescale it to [-1, 1].")
     wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     return np.ascontiguousarray(wave, dtype=np.float32), sample_rate
 

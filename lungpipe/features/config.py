@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from lungpipe.config import ConfigError
 
 PAD_MODES = ("repeat", "zero")
-FRONTEND_KINDS = ("kaldi_fbank", "logmel")
+BOUNDARY_MODES = ("truncate", "round")
+FRONTEND_KINDS = ("kaldi_fbank", "logmel", "htsat_logmel")  # htsat_logmel: features/htsat_frontend.py
 KALDI_WINDOWS = ("hanning", "povey")
 NORM_MODES = ("train_stats", "audioset", "none")
 
@@ -33,6 +34,11 @@ class CycleConfig:
     before cutting (patch-mix CL uses 1000 samples at 16 kHz); 0 disables it.
     ``pad_fade_samples``: linear fade-out over the last samples of a cycle that was padded up to
     ``max_len_s`` (not applied to cycles that were truncated); 0 disables it.
+    ``fade_full_length``: a cycle exactly ``max_len_s`` long gets that fade-out too, as the
+    patch-mix CL / ADD4RSC release does (its test is "not longer than", so nothing is added but the
+    fade is); ``False`` fades only cycles that were actually padded.
+    ``boundary``: how annotation times become sample offsets at ``sample_rate``: ``truncate``
+    (``int(t · sr)``, the release's) or ``round`` (nearest sample, half up).
     ``end_tolerance_s``: a cycle whose end lies at most this far past the end of the recording
     is clamped to the recording's end; further past it is a :class:`~lungpipe.errors.DataError`.
     """
@@ -43,10 +49,14 @@ class CycleConfig:
     recording_fade_samples: int = 1000
     pad_fade_samples: int = 1000
     end_tolerance_s: float = 0.05
+    fade_full_length: bool = True
+    boundary: str = "truncate"
 
     def __post_init__(self) -> None:
         if self.pad not in PAD_MODES:
             raise ConfigError(f"CycleConfig.pad: {self.pad!r} is not one of {PAD_MODES}")
+        if self.boundary not in BOUNDARY_MODES:
+            raise ConfigError(f"CycleConfig.boundary: {self.boundary!r} is not one of {BOUNDARY_MODES}")
         if self.sample_rate <= 0 or self.max_len_s <= 0:
             raise ConfigError("CycleConfig: sample_rate and max_len_s must be positive")
         if self.recording_fade_samples < 0 or self.pad_fade_samples < 0 or self.end_tolerance_s < 0:

@@ -1,9 +1,11 @@
 """Cutting annotated cycles out of a recording and bringing them to one fixed length.
 
 Offsets are taken at the *target* rate: a cycle ``[start_s, end_s)`` covers samples
-``round(start_s·sr) … round(end_s·sr) − 1`` (rounding half up). Cycles longer than the fixed
-length are truncated (their start kept); shorter ones are tiled ("repeat", the literature's
-repeat padding) or followed by zeros ("zero"), then optionally faded out.
+``b(start_s) … b(end_s) − 1`` where ``b(t) = int(t·sr)`` (``boundary="truncate"``, the patch-mix CL
+/ ADD4RSC release) or ``floor(t·sr + 0.5)`` (``boundary="round"``). Cycles longer than the fixed
+length are truncated (their start kept, no fade); shorter ones are tiled ("repeat", the
+literature's repeat padding) or followed by zeros ("zero"), then faded out; a cycle of exactly the
+fixed length is faded too unless ``fade_full_length`` is off.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ if TYPE_CHECKING:  # pragma: no cover
 def sample_index(seconds: float, sample_rate: int) -> int:
     """``seconds`` as a sample index at ``sample_rate``, rounding half up."""
     return math.floor(seconds * sample_rate + 0.5)
+
+
+def boundary_index(seconds: float, sample_rate: int, boundary: str) -> int:
+    """A cycle boundary as a sample offset: ``int(seconds · sample_rate)`` for ``truncate`` (the
+    same float product and truncation as the release), :func:`sample_index` for ``round``."""
+    if boundary == "truncate":
+        return int(seconds * sample_rate)
+    if boundary == "round":
+        return sample_index(seconds, sample_rate)
+    raise ValueError(f"unknown boundary mode {boundary!r}")
 
 
 def _fill(dst: torch.Tensor, segment: torch.Tensor, pad: str) -> bool:
@@ -81,7 +93,7 @@ def cut_cycles(
     out = torch.empty((len(spans_s), n_samples), dtype=torch.float32)
     for i, (start_s, end_s) in enumerate(spans_s):
         label = where[i] if where is not None else f"cycle {i}"
-        start, end = sample_index(start_s, sr), sample_index(end_s, sr)
+        start, end = boundary_index(start_s, sr, cfg.boundary), boundary_index(end_s, sr, cfg.boundary)
         if start < 0:
             raise DataError(f"{label}: cycle start {start_s:g} s is negative; fix the annotation.")
         if end > total + tolerance or start >= total:
@@ -95,6 +107,8 @@ def cut_cycles(
                 f"{label}: cycle {start_s:g}-{end_s:g} s is empty (end <= start after rounding "
                 f"to {sr} Hz samples). Fix or drop this annotation row."
             )
-        if _fill(out[i], recording[start:end], cfg.pad) and cfg.pad_fade_samples > 0:
+        padded = _fill(out[i], recording[start:end], cfg.pad)
+        full_length = end - start == n_samples and cfg.fade_full_length
+        if (padded or full_length) and cfg.pad_fade_samples > 0:
             linear_fade(out[i], 0, cfg.pad_fade_samples)
     return out

@@ -6,8 +6,10 @@ turned into spectrograms in one batch. Recordings are spread over ``cfg.workers`
 arrays, so memory stays bounded whatever the dataset size. With ``norm.mode="train_stats"`` a
 second pass normalises the arrays in place with the training split's mean/std.
 
-Everything is written into a temporary folder beside ``out_dir`` and renamed onto it at the
-end, so an interrupted run leaves no folder that looks complete.
+Everything is written into a staging folder (:func:`lungpipe.atomic.staging_dir`: under the
+project's git/dvc-ignored ``.lungpipe-tmp/``, not inside ``data/features/``) and renamed onto
+``out_dir`` at the end, so an interrupted run leaves no folder that looks complete, and a killed
+one leaves nothing in the DVC-tracked folders (its staging folder is swept at the next start).
 """
 
 from __future__ import annotations
@@ -16,10 +18,7 @@ import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from lungpipe.features.audio import read_audio
 from lungpipe.features.config import PreprocessConfig, frontend_key
 from lungpipe.features.extract import features_for_recording
 from lungpipe.features.frontend import n_frames
-from lungpipe.features.stats import ValueSums, combine, norm_constants, normalise
+from lungpipe.features.stats import ValueSums, combine, mean_std, norm_constants, normalise
 from lungpipe.features.store import LAYOUT_FILES, SPLITS, STATS_FILE, RowWriter, array_path, create_array
 
 REQUIRED_COLUMNS = ("path", "split", "start_s", "end_s")
@@ -62,6 +61,17 @@ class PreprocessSummary:
     @property
     def cycles_per_s(self) -> float:
         return self.n_cycles / self.wall_s if self.wall_s > 0 else float("inf")
+
+    def __str__(self) -> str:
+        """What the stage prints: counts, shapes, audio and wall time (floats to 3 decimals)."""
+        per_split = ", ".join(f"{split} {n}" for split, n in self.counts.items())
+        return (
+            f"features {self.frontend_key} -> {self.out_dir}\n"
+            f"  {self.n_cycles} cycles ({per_split}) from {self.n_recordings} recordings, "
+            f"{self.audio_seconds:.3f} s of audio\n"
+            f"  each {self.n_frames} frames x {self.n_mels} mel bins; took {self.wall_s:.3f} s "
+            f"({self.cycles_per_s:.3f} cycles/s)"
+        )
 
 
 # --------------------------------------------------------------------------- manifest → tasks
@@ -240,6 +250,14 @@ def _executor(workers: int, initargs: tuple) -> Iterator[Callable[[Callable, Ite
         pool.join()
 
 
+def _split_scheme(frame: pd.DataFrame) -> str | None:
+    """The manifest's ``split_scheme`` (official, random_recording), for labels downstream."""
+    if "split_scheme" not in frame.columns:
+        return None
+    schemes = sorted(set(frame["split_scheme"].astype(str)))
+    return schemes[0] if len(schemes) == 1 else "+".join(schemes)
+
+
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse to replace a folder that is not a features folder (it would be deleted)."""
     if out_dir.exists():
@@ -253,14 +271,11 @@ def _check_out_dir(out_dir: Path) -> None:
             )
 
 
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+def _remove_legacy_debris(out_dir: Path) -> None:
+    """Staging folders that older versions left beside ``out_dir`` when killed."""
+    for pattern in (f".{out_dir.name}.tmp-*", f".{out_dir.name}.old-*"):
+        for path in out_dir.parent.glob(pattern):
+            atomic.remove_path(path)
 
 
 def _progress(enabled: bool):
@@ -298,7 +313,8 @@ def preprocess(
     key = frontend_key(cfg)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_legacy_debris(out_dir)
+    tmp = atomic.staging_dir(out_dir)
     try:
         arrays = {}
         for split in SPLITS:
@@ -334,8 +350,7 @@ def preprocess(
             write_csv(tmp / f"{split}.csv", frame[frame["split"] == split])
         train_mean_std = None
         if train_sums.count:
-            mean = train_sums.total / train_sums.count
-            train_mean_std = [mean, max(train_sums.total_sq / train_sums.count - mean * mean, 0.0) ** 0.5]
+            train_mean_std = list(mean_std(train_sums))
         stats = {
             **constants,
             "n_frames": row_shape[0],
@@ -347,14 +362,14 @@ def preprocess(
             "norm": dataclasses.asdict(cfg.norm),
             "frontend_key": key,
             "counts": counts,
+            "split_scheme": _split_scheme(frame),
             "raw_train_mean_std": train_mean_std,
         }
         write_json(tmp / STATS_FILE, stats)
         atomic.make_readable(tmp)
-        _swap_into_place(tmp, out_dir)
+        atomic.replace_dir(tmp, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        atomic.remove_path(tmp)
     return PreprocessSummary(
         out_dir=out_dir, frontend_key=key, counts=counts, n_recordings=len(tasks),
         n_frames=row_shape[0], n_mels=row_shape[1], audio_seconds=audio_seconds,

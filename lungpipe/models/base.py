@@ -37,6 +37,12 @@ class LossOutput:
 class LungModel(nn.Module):
     """Base class of every registry model."""
 
+    @property
+    def prefers_channels_last(self) -> bool:
+        """True when some part of the model is a CNN that declares ``prefers_channels_last``
+        (read by the training engine, which then runs the model channels-last on CUDA)."""
+        return bool(channels_last_modules(self))
+
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, criterion: Criterion) -> LossOutput:
         """Loss for one training batch. Override to add auxiliary objectives."""
         logits = self(x)
@@ -46,6 +52,31 @@ class LungModel(nn.Module):
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def channels_last_modules(model: nn.Module) -> list[nn.Module]:
+    """The convolutional parts of ``model`` that run faster in ``channels_last`` memory format.
+
+    A module says so with a class attribute ``prefers_channels_last = True`` (CNN6's and ResNet's
+    trunks, MRINet's frequency branch); transformers (AST, MRINet's Swin, ADD4RSC's denoiser) do not.
+    Nested marked modules inside a marked one are not listed again.
+    """
+    found: list[nn.Module] = []
+    for module in model.modules():
+        declared = getattr(type(module), "prefers_channels_last", False) is True  # a class flag, not the property
+        if declared and not any(module in f.modules() for f in found):
+            found.append(module)
+    return found
+
+
+def to_channels_last(model: nn.Module) -> int:
+    """Put the 4-D weights of every :func:`channels_last_modules` part in ``channels_last`` format
+    (in place); returns how many parts were converted. Inputs stay as they are: a convolution on
+    an NCHW input with channels_last weights runs channels_last."""
+    parts = channels_last_modules(model)
+    for part in parts:
+        part.to(memory_format=torch.channels_last)
+    return len(parts)
 
 
 def init_conv_bn(module: nn.Module) -> None:

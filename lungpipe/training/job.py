@@ -25,6 +25,7 @@ from lungpipe import atomic
 from lungpipe.config import to_dict
 from lungpipe.models import create_model, resolve_config
 from lungpipe.settings import ArchSettings
+from lungpipe.training import checkpoint
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
 from lungpipe.training.engine import EpochCallback, FitResult, fit, predict_proba, run_signature
 
@@ -75,7 +76,7 @@ def _evaluator(task: str, num_classes: int):
 
 def load_model(path: Path) -> torch.nn.Module:
     """Rebuild a model saved by :func:`run_training` (``model.pt``)."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = checkpoint.load(path)  # tensors and plain data only: a model file may come from anyone
     model = create_model(saved["arch"], saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()
