@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +78,8 @@ def write_model_file(path: str | os.PathLike, model: ModelFile) -> Path:
 
 
 def _refused_global(exc: BaseException) -> str | None:
-    match = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+(?:\s+[\w.]+)?)", str(exc))
-    return match.group(1).replace(" ", ".") if match else None
+    match = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+    return match.group(1) if match else None
 
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
@@ -92,7 +93,9 @@ def read_model_file(path: str | os.PathLike) -> ModelFile:
         raise ModelLoadError(f"{path}: no such model file; pass a model.pt written by training "
                              "(models/<arch>/<fold>/seed<k>/model.pt), an MLflow run id or models:/<name>@<alias>")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         what = _refused_global(exc)
         raise ModelLoadError(
