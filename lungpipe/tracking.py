@@ -196,8 +196,9 @@ def content_md5(folder: str | os.PathLike) -> str:
 
 
 def log_features_input(features_dir: str | os.PathLike, dataset: str, contexts: Mapping[str, str]) -> str:
-    """Log the features folder as the run's dataset input, once per ``contexts`` entry
-    (split name -> what it was used for), with its DVC md5 as digest; returns the digest."""
+    """Log the features folder's splits as the run's dataset inputs (``<dataset>/<folder>:<split>``,
+    context: what the split was used for), each with the folder's DVC md5 as digest (or, outside a
+    DVC repository, an md5 of its content); returns the digest."""
     import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources
     from mlflow.data.meta_dataset import MetaDataset
@@ -206,10 +207,11 @@ def log_features_input(features_dir: str | os.PathLike, dataset: str, contexts: 
     found = dvc_md5(features_dir)
     digest, origin = (found[0], f"dvc.lock:{found[1]}") if found else (content_md5(features_dir), "content")
     source_cls = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
-    ds = MetaDataset(source=source_cls(str(features_dir.resolve())), name=f"{dataset}/{features_dir.name}",
-                     digest=digest[:36])
+    source = source_cls(str(features_dir.resolve()))
     splits = list(contexts)
-    mlflow.log_inputs(datasets=[ds] * len(splits), contexts=[contexts[s] for s in splits],
+    datasets = [MetaDataset(source=source, name=f"{dataset}/{features_dir.name}:{s}", digest=digest[:36])
+                for s in splits]
+    mlflow.log_inputs(datasets=datasets, contexts=[contexts[s] for s in splits],
                       tags_list=[{"split": s, "source": dataset, "digest_from": origin} for s in splits])
     return digest
 
@@ -218,8 +220,12 @@ def log_features_input(features_dir: str | os.PathLike, dataset: str, contexts: 
 def setup(uri: str, experiment: str):
     """Point mlflow at ``uri`` (checked first) and select/create ``experiment``, tagged as a model
     training experiment (the MLflow UI then opens on its runs)."""
+    import logging
+
     import mlflow
 
+    # its start/stop/"skip GPU" INFO lines would print around every run
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.set_experiment(experiment)

@@ -17,6 +17,7 @@ number of the recording), ``segment``, ``start_s``, ``end_s``, ``predicted`` and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from importlib import metadata
@@ -114,13 +115,35 @@ def requirements() -> list[str]:
 def log_audio_model(model_file: str | os.PathLike, name: str) -> str:
     """Log ``model_file`` as an :class:`AudioClassifier` LoggedModel called ``name`` in the active
     run; returns its model id (load it as ``models:/<model id>``)."""
+    import warnings
+
     saved = read_model_file(model_file)
-    info = mlflow.pyfunc.log_model(
-        name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT_KEY: str(model_file)},
-        signature=signature(saved.class_names), pip_requirements=requirements(),
-        metadata={"lungpipe_arch": saved.arch, "class_names": saved.class_names},
-    )
+    with quiet_mlflow(), warnings.catch_warnings():
+        # the signature is given; an input example would need a recording at logging time
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name=name, python_model=str(MODEL_CODE), artifacts={ARTIFACT_KEY: str(model_file)},
+            signature=signature(saved.class_names), pip_requirements=requirements(),
+            metadata={"lungpipe_arch": saved.arch, "class_names": saved.class_names},
+        )
     return info.model_id
+
+
+@contextlib.contextmanager
+def quiet_mlflow():
+    """No artifact-transfer progress bars from MLflow (they break stage logs) while inside."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def download_model_file(uri: str, tracking_uri: str, dst: Path) -> Path:
@@ -131,8 +154,9 @@ def download_model_file(uri: str, tracking_uri: str, dst: Path) -> Path:
 
     check_tracking_server(tracking_uri)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"), dst_path=str(dst),
-                                                         tracking_uri=tracking_uri, registry_uri=tracking_uri))
+        with quiet_mlflow():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri.rstrip("/"), dst_path=str(dst),
+                                                             tracking_uri=tracking_uri, registry_uri=tracking_uri))
     except MlflowException as exc:
         raise ModelLoadError(f"{uri} at {tracking_uri}: {exc.message}") from None
     found = local / "artifacts" / MODEL_FILE
