@@ -16,6 +16,7 @@ def main() -> None:
 
     from lungpipe.config import from_dict
     from lungpipe.evaluation import EvaluationConfig, evaluate_architecture
+    from lungpipe.progress import format_estimate, format_number
 
     info = dataset_info(params)
     result = evaluate_architecture(
@@ -27,12 +28,21 @@ def main() -> None:
         seeds=[int(k) for k in params["train"].get("seeds", [0])],
     )
     key = "score" if info["metric_task"] == "icbhi" else "accuracy"
-    line = f"{args.arch}: {key} {result.get(key)} [{result.get(key + '_ci_low')}, {result.get(key + '_ci_high')}]"
+    line = f"{args.arch}: {key} {format_estimate(result.get(key), result.get(key + '_ci_low'), result.get(key + '_ci_high'))}"
     if result.get(f"{key}_fold_mean") is not None:
         std = result.get(f"{key}_fold_std")
-        line += (f"; over {result['n_folds']} folds {result[f'{key}_fold_mean']:.4f} ± "
-                 f"{'n/a' if std is None else f'{std:.4f}'}")
+        line += (f"; over {result['n_folds']} folds {format_number(result[f'{key}_fold_mean'])} ± "
+                 f"{format_number(std)}")
     print(line)
+
+    from lungpipe.serving.champion import register_champion
+
+    run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in params["data"].get("folds", ["official"])
+                for seed in params["train"].get("seeds", [0])]
+    champion = register_champion(info["name"], args.arch, run_dirs, key)
+    if champion is not None:
+        print(f"{args.arch}: registered {champion.uri} (version {champion.version}, validation {key} "
+              f"{format_number(champion.val_value)}, {champion.run_dir.parent.name}/{champion.run_dir.name})")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def signature(class_names: list[str]):
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "path", required=False), ColSpec(Array("double"), "waveform", required=False),
-                     ColSpec("long", "sample_rate", required=False)])
+                     ColSpec("double", "sample_rate", required=False)])  # double: may be missing (NaN)
     outputs = Schema([ColSpec("long", "input"), ColSpec("long", "segment"), ColSpec("double", "start_s"),
                       ColSpec("double", "end_s"), ColSpec("string", "predicted"),
                       *(ColSpec("double", prob_column(n)) for n in class_names)])
