@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from rich.table import Column
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,11 +14,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 
 def _kept(column: ProgressColumn) -> ProgressColumn:
     """``column`` never wrapped nor shortened when the terminal is narrow."""
-    column._table_column = Column(no_wrap=True, overflow="ignore")  # noqa: SLF001 - what get_table_column() returns
+    column._table_column = Column(no_wrap=True, overflow="ignore")
     return column
 
 

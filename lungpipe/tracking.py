@@ -74,7 +74,8 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
 
 def git_commit(repo_root: str | os.PathLike | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=repo_root, capture_output=True, text=True,
+                             timeout=10)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -103,7 +104,7 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, fl
 def git_dirty(repo_root: str | os.PathLike | None = None) -> str:
     """"true" when tracked files differ from the commit, "false" when clean, "unknown" without git."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root,
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False, cwd=repo_root,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -185,7 +186,7 @@ def content_md5(folder: str | os.PathLike) -> str:
     """An md5 over the relative paths and bytes of every file in ``folder`` (when DVC has none)."""
     import hashlib
 
-    digest = hashlib.md5()  # noqa: S324 - a content fingerprint, not security
+    digest = hashlib.md5()
     folder = Path(folder)
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
@@ -258,14 +259,15 @@ def _continuable(client, uri: str, key: str, resume_dir: Path | None) -> str | N
 def start_run(
     uri: str, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None, nested: bool = False, parent_run_id: str | None = None,
-    key: str | None = None, resume_dir: str | os.PathLike | None = None, system_metrics: bool = False,
-    finished_on: tuple[type[BaseException], ...] = (),
+    key: str | None = None, resume_dir: str | os.PathLike | None = None, resuming: bool = True,
+    system_metrics: bool = False, finished_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator[Any]:
     """An MLflow run with flattened params and tags logged up front.
 
-    With ``key`` (see :func:`run_key`): the run recorded in ``resume_dir/mlflow_run.json`` is
-    continued when it has this key (a resumed training), else earlier runs with this key are
-    deleted (replaced) and a new run starts; ``resume_dir/mlflow_run.json`` then names it.
+    With ``key`` (see :func:`run_key`): when ``resuming`` (the work continues from a checkpoint),
+    the run recorded in ``resume_dir/mlflow_run.json`` is continued if it has this key; otherwise
+    earlier runs with this key are deleted (replaced) and a new run starts.
+    ``resume_dir/mlflow_run.json`` then names the run.
     An exception of a ``finished_on`` type (e.g. a pruned trial) ends the run FINISHED, others FAILED.
     """
     mlflow = setup(uri, experiment)
@@ -279,7 +281,7 @@ def start_run(
             kwargs["parent_run_id"] = parent_run_id  # another worker process joins the parent
             kwargs["nested"] = False
     resume_dir = Path(resume_dir) if resume_dir is not None else None
-    continued = _continuable(client, uri, key, resume_dir) if key else None
+    continued = _continuable(client, uri, key, resume_dir) if key and resuming else None
     if continued:
         kwargs = {"run_id": continued, "nested": kwargs["nested"], "log_system_metrics": system_metrics}
     elif key:

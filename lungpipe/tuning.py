@@ -92,10 +92,9 @@ def suggest(trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
 
 def make_storage(url: str | None, default_path: Path | None = None, heartbeat_interval: int = 60):
     """An Optuna storage from a URL or path (see the module docstring)."""
+    import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
-
-    import optuna
 
     if url is None:
         if default_path is None:
@@ -169,6 +168,7 @@ class Objective:
 
     def __call__(self, trial) -> float:
         import optuna
+
         from lungpipe.training.job import TrainJob, run_training
 
         values = suggest(trial, self.space)

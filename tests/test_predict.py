@@ -28,9 +28,9 @@ from lungpipe.predict import (
     ModelLoadError,
     Segment,
     load_predictor,
-    segment_probabilities,
     predict_recording,
     predictor_from_run,
+    segment_probabilities,
     window_segments,
     write_recording_predictions,
 )

@@ -204,7 +204,14 @@ def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
     name = job.run_name or f"{job.settings.name}-{job.fold}-seed{job.seed}"
     return start_run(job.tracking_uri, job.experiment, name, params=resolved, tags=tags, nested=job.nested,
                      parent_run_id=job.parent_run_id, key=run_key(stage, job.settings.name, job.fold, job.seed, digest),
-                     resume_dir=job.checkpoint_dir, system_metrics=True, finished_on=tuple(job.run_finished_on))
+                     resume_dir=job.checkpoint_dir, resuming=_has_checkpoint(job.checkpoint_dir), system_metrics=True,
+                     finished_on=tuple(job.run_finished_on))
+
+
+def _has_checkpoint(checkpoint_dir: Path | None) -> bool:
+    from lungpipe.training.checkpoint import LAST
+
+    return checkpoint_dir is not None and (Path(checkpoint_dir) / LAST).is_file()
 
 
 def _log_run_outputs(job: TrainJob, result: FitResult, val_metrics, test_metrics, files: dict[str, Path]) -> None:
