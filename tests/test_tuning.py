@@ -81,6 +81,7 @@ def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path, m
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert len(children) == 4  # the failing trial raised before its run started
     assert {r.data.tags.get("optuna_state") for r in children} >= {"COMPLETE", "PRUNED"}
+    assert {r.info.status for r in children if r.data.tags["optuna_state"] == "PRUNED"} == {"FINISHED"}
     assert "best_value" in parent[0].data.metrics and any(k.startswith("best.") for k in parent[0].data.params)
     assert all("val_score" in r.data.metrics for r in children)
 
