@@ -43,3 +43,15 @@ def test_summary_numbers_are_rounded_with_cis_in_brackets():
     assert format_estimate(0.5) == "0.500"
     assert format_estimate(0.5, None, 0.61) == "0.500 [n/a, 0.610]"
     assert format_number(float("nan")) == "n/a" and format_number(None) == "n/a" and format_number(2) == "2.000"
+
+
+def test_the_preprocess_summary_prints_as_a_sentence_not_a_repr():
+    from pathlib import Path
+
+    from lungpipe.features.preprocess import PreprocessSummary
+
+    text = str(PreprocessSummary(Path("data/features/small"), "small", {"train": 4142, "test": 2756}, 920, 398, 64,
+                                 19967.123, 41.234567))
+    assert "PreprocessSummary(" not in text and "41.234567" not in text
+    assert text == ("data/features/small: 6898 cycles (train 4142, test 2756) from 920 recordings, 398x64 (small); "
+                    "332.8 min of audio in 41.2 s (167.3 cycles/s)")

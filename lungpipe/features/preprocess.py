@@ -63,6 +63,15 @@ class PreprocessSummary:
     def cycles_per_s(self) -> float:
         return self.n_cycles / self.wall_s if self.wall_s > 0 else float("inf")
 
+    def __str__(self) -> str:
+        """The line the preprocess stage prints (numbers rounded as people read them)."""
+        from lungpipe.progress import format_number
+
+        counts = ", ".join(f"{split} {n}" for split, n in self.counts.items())
+        return (f"{self.out_dir}: {self.n_cycles} cycles ({counts}) from {self.n_recordings} recordings, "
+                f"{self.n_frames}x{self.n_mels} ({self.frontend_key}); {format_number(self.audio_seconds / 60, 1)} "
+                f"min of audio in {format_number(self.wall_s, 1)} s ({format_number(self.cycles_per_s, 1)} cycles/s)")
+
 
 # --------------------------------------------------------------------------- manifest → tasks
 
