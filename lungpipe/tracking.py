@@ -255,6 +255,17 @@ def _continuable(client, uri: str, key: str, resume_dir: Path | None) -> str | N
     return run.info.run_id
 
 
+def _replace_runs(client, experiment_id: str, old_ids: list[str], new_id: str) -> None:
+    """Delete the runs ``old_ids``; their child runs (e.g. the trials of a resumed study) become
+    children of ``new_id``."""
+    for old_id in old_ids:
+        children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{old_id}'",
+                                      max_results=10000)
+        for child in children:
+            client.set_tag(child.info.run_id, "mlflow.parentRunId", new_id)
+        client.delete_run(old_id)
+
+
 @contextlib.contextmanager
 def start_run(
     uri: str, experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
@@ -266,7 +277,8 @@ def start_run(
 
     With ``key`` (see :func:`run_key`): when ``resuming`` (the work continues from a checkpoint),
     the run recorded in ``resume_dir/mlflow_run.json`` is continued if it has this key; otherwise
-    earlier runs with this key are deleted (replaced) and a new run starts.
+    a new run starts and replaces the earlier runs with this key (they are deleted, their child
+    runs move to the new run).
     ``resume_dir/mlflow_run.json`` then names the run.
     An exception of a ``finished_on`` type (e.g. a pruned trial) ends the run FINISHED, others FAILED.
     """
@@ -284,12 +296,14 @@ def start_run(
     continued = _continuable(client, uri, key, resume_dir) if key and resuming else None
     if continued:
         kwargs = {"run_id": continued, "nested": kwargs["nested"], "log_system_metrics": system_metrics}
-    elif key:
+    replaced = []
+    if key and not continued:
         experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
-        for old in _runs_with_key(client, experiment_id, key):
-            client.delete_run(old.info.run_id)
+        replaced = [old.info.run_id for old in _runs_with_key(client, experiment_id, key)]
     run = mlflow.start_run(**kwargs)
     try:
+        if replaced:
+            _replace_runs(client, run.info.experiment_id, replaced, run.info.run_id)
         all_tags = {**(tags or {}), **({RUN_KEY_TAG: key} if key else {})}
         if all_tags:
             mlflow.set_tags({k: str(v) for k, v in all_tags.items()})

@@ -356,8 +356,10 @@ def _parent_run(job: TuneJob, study_name: str):
         import contextlib
 
         return contextlib.nullcontext()
-    from lungpipe.tracking import start_run
+    from lungpipe.tracking import params_hash, run_key, start_run
 
+    # one parent per study: a resumed study's new parent replaces the old one and adopts its trials
     return start_run(job.tracking_uri, job.experiment, f"study-{study_name}",
                      tags={"architecture": job.arch, "dataset": job.dataset, "optuna_study": study_name,
-                           "kind": "optuna-study"})
+                           "kind": "optuna-study"},
+                     key=run_key("tune", job.arch, "study", 0, params_hash({"study": study_name})))

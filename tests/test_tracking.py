@@ -166,3 +166,23 @@ def test_an_exception_named_finished_ends_the_run_finished(store):
     (run,) = _runs(store["uri"])
     assert run.info.status == "FINISHED" and run.data.tags["optuna_state"] == "PRUNED"
     assert MlflowClient(store["uri"]).get_metric_history(run.info.run_id, "train_loss")[0].step == 0
+
+
+def test_a_replacing_parent_adopts_the_children_of_the_run_it_replaces(store):
+    """A resumed study: one parent per key, its earlier trials re-parented, the old parent gone."""
+    from mlflow import MlflowClient
+
+    from lungpipe.tracking import run_key, start_run
+
+    key = run_key("tune", "cnn6", "study", 0, params_hash({"study": "s1"}))
+    with start_run(store["uri"], EXPERIMENT, "study-s1", key=key) as first:
+        with start_run(store["uri"], EXPERIMENT, "cnn6-trial0", parent_run_id=first.info.run_id) as trial:
+            pass
+    with start_run(store["uri"], EXPERIMENT, "study-s1", key=key) as second:
+        pass
+    client = MlflowClient(store["uri"])
+    active = _runs(store["uri"])
+    assert {r.info.run_id for r in active} == {second.info.run_id, trial.info.run_id}
+    assert client.get_run(trial.info.run_id).data.tags["mlflow.parentRunId"] == second.info.run_id
+    assert client.get_run(first.info.run_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(second.info.run_id).info.status == "FINISHED"
