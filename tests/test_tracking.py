@@ -22,7 +22,7 @@ from lungpipe.tracking import (
     dvc_md5,
     params_hash,
 )
-from lungpipe.training.job import TrainJob, run_training
+from lungpipe.training.job import TrainJob, hashed_params, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["normal", "crackle", "wheeze", "both"]
@@ -97,7 +97,8 @@ def test_a_run_is_linked_to_its_data_code_and_experiment(store, monkeypatch):
     assert tags["dvc_exp_name"] == "lean-lr" and tags["dvc_exp_baseline_rev"] == "0123abcd"
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     config = json.loads((result.out_dir / "config.json").read_text())
-    assert tags["params_hash"] == params_hash(config)
+    assert tags["params_hash"] == params_hash(hashed_params(config))
+    assert hashed_params(config)["features"] == {"n_frames": 32, "n_mels": 16}  # not where the folder lies
     inputs = {{t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"}
     assert {d.digest for d in inputs.values()} == {"0a9ba900687b8b28e3935e9ffa455e68.dir"}

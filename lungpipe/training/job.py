@@ -127,8 +127,8 @@ def run_training(job: TrainJob) -> TrainJobResult:
             from lungpipe.tracking import EpochLogger, log_features_input
 
             callbacks.insert(0, EpochLogger())
-            log_features_input(job.features_dir, job.dataset, {"train": "training",
-                                                               "test": "evaluation" if job.score_test else "unused"})
+            log_features_input(job.features_dir, job.dataset,
+                               {"train": "training", **({"test": "evaluation"} if job.score_test else {})})
         result = fit(
             model, train_ds, val_ds, train_cfg, num_classes=num_classes, evaluate=evaluate,
             checkpoint_dir=job.checkpoint_dir, signature=signature, callbacks=callbacks, progress=job.progress,
@@ -190,13 +190,19 @@ class _NoRun:
         return False
 
 
+def hashed_params(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What the params hash covers: the resolved config without the features folder's location
+    (a `dvc exp run --temp` copy or a moved checkout trains the same run)."""
+    return {**resolved, "features": {k: v for k, v in resolved["features"].items() if k != "dir"}}
+
+
 def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
     if not job.tracking_uri:
         return _NoRun()
     from lungpipe.tracking import params_hash, provenance_tags, run_key, start_run
     from lungpipe.training.device import describe, pick_device
 
-    digest = params_hash(resolved)
+    digest = params_hash(hashed_params(resolved))
     stage = job.tags.get("dvc_stage") or ("tune" if job.parent_run_id or "optuna_trial" in job.tags else "train")
     tags = {"architecture": job.settings.name, "dataset": job.dataset, "fold": job.fold, "seed": str(job.seed),
             "device": describe(pick_device(job.settings.train.device)), **provenance_tags(),
