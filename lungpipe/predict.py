@@ -1,8 +1,10 @@
 """Inference on one recording with a model trained by :func:`lungpipe.training.job.run_training`.
 
-The model comes from a ``model.pt`` file (or the training output folder holding it), or from an
-MLflow run id. ``model.pt`` carries the architecture, the resolved model config, the weights and
-the ``stats.json`` of the features folder the model was trained on; those stats hold the cycle,
+The model comes from a ``model.pt`` file (or the training output folder holding it), an MLflow run
+id, or a logged/registered MLflow model (``models:/<name>@<alias>``); in every case the
+``model.pt`` is read by :func:`lungpipe.model_file.read_model_file` (tensors and plain data only,
+never unpickled code). It carries the architecture, the resolved model config, the class names,
+the weights and the ``stats.json`` of the features folder the model was trained on; those stats hold the cycle,
 frontend and normalisation settings, so a recording is turned into features by the very code
 path preprocessing used (:func:`lungpipe.features.extract.features_for_recording`, then
 :func:`lungpipe.features.normalise`).
