@@ -60,12 +60,3 @@ def format_number(value: float | None, decimals: int = SUMMARY_DECIMALS) -> str:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "n/a"
     return f"{value:.{decimals}f}"
-
-
-def format_estimate(value: float | None, low: float | None = None, high: float | None = None,
-                    decimals: int = SUMMARY_DECIMALS) -> str:
-    """``0.906 [0.880, 0.931]``: a value with its confidence interval in brackets (omitted when unknown)."""
-    text = format_number(value, decimals)
-    if low is None and high is None:
-        return text
-    return f"{text} [{format_number(low, decimals)}, {format_number(high, decimals)}]"

@@ -15,30 +15,26 @@ def main() -> None:
     params = load_params()
 
     from lungpipe.config import from_dict
-    from lungpipe.evaluation import EvaluationConfig, evaluate_architecture
-    from lungpipe.progress import format_estimate, format_number
+    from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, summary_line
+    from lungpipe.progress import format_number
 
     info = dataset_info(params)
-    result = evaluate_architecture(
+    details = evaluate_architecture(
         args.arch, path(f"models/{args.arch}"), path(f"metrics/{args.arch}.json"), path(f"plots/{args.arch}"),
         task=info["metric_task"], class_names=info["class_names"],
         cfg=from_dict(EvaluationConfig, params.get("evaluate"), where="evaluate"),
         selection=params["split"].get("selection", "validation"),
         folds=[str(f) for f in params["data"].get("folds", ["official"])],
         seeds=[int(k) for k in params["train"].get("seeds", [0])],
+        details_path=path(f"metrics/details/{args.arch}.json"),
     )
-    key = "score" if info["metric_task"] == "icbhi" else "accuracy"
-    line = f"{args.arch}: {key} {format_estimate(result.get(key), result.get(key + '_ci_low'), result.get(key + '_ci_high'))}"
-    if result.get(f"{key}_fold_mean") is not None:
-        std = result.get(f"{key}_fold_std")
-        line += (f"; over {result['n_folds']} folds {format_number(result[f'{key}_fold_mean'])} ± "
-                 f"{format_number(std)}")
-    print(line)
+    print(summary_line(details))
 
     from lungpipe.serving.champion import register_champion
 
     run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in params["data"].get("folds", ["official"])
                 for seed in params["train"].get("seeds", [0])]
+    key = details["headline"]
     champion = register_champion(info["name"], args.arch, run_dirs, key)
     if champion is not None:
         print(f"{args.arch}: registered {champion.uri} (version {champion.version}, validation {key} "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ def test_tuning_section_builds(params):
     from_dict(TuningConfig, {k: v for k, v in tuning.items() if k not in ("architectures", "space")})
     for arch in tuning["architectures"]:
         s = arch_settings(params, arch)
-        assert parse_space(arch, tuning["space"][arch], dataclasses.asdict(s.train), s.model)
+        assert parse_space(arch, tuning["space"][arch], s)
 
 
 def test_typo_in_an_architecture_section_is_an_error():
@@ -54,8 +53,8 @@ def test_typo_in_an_architecture_section_is_an_error():
 
 def test_tuned_values_route_to_train_augment_and_model():
     params = yaml.safe_load(PROFILES[0].read_text())
-    s = arch_settings(params, "cnn6", tuned={"lr": 0.123, "time_mask_width": 7, "dropout": 0.3})
-    assert s.train.lr == 0.123 and s.train.augment.time_mask_width == 7 and s.model["dropout"] == 0.3
+    s = arch_settings(params, "cnn6", tuned={"lr": 0.123, "time_mask_frac": 0.07, "dropout": 0.3})
+    assert s.train.lr == 0.123 and s.train.augment.time_mask_frac == 0.07 and s.model["dropout"] == 0.3
 
 
 def test_profiles_are_there():

@@ -1,5 +1,5 @@
-"""Console output: the training bar at 80 columns keeps its step count and ETA; summaries are
-rounded to 3 decimals with CIs in brackets."""
+"""Console output: the training bar at 80 columns keeps its step count and ETA; summaries print
+rounded numbers, not reprs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from rich.console import Console
 from rich.progress import TextColumn
 
-from lungpipe.progress import format_estimate, format_number, make_progress
+from lungpipe.progress import format_number, make_progress
 
 
 def _render(width: int, description: str) -> str:
@@ -38,11 +38,9 @@ def test_the_training_bar_keeps_steps_and_eta_at_80_columns():
     assert "resnet50 official seed 0" in wide and "1234/49360" in wide
 
 
-def test_summary_numbers_are_rounded_with_cis_in_brackets():
-    assert format_estimate(0.9056456827132193, 0.879511762189906, 0.9312) == "0.906 [0.880, 0.931]"
-    assert format_estimate(0.5) == "0.500"
-    assert format_estimate(0.5, None, 0.61) == "0.500 [n/a, 0.610]"
-    assert format_number(float("nan")) == "n/a" and format_number(None) == "n/a" and format_number(2) == "2.000"
+def test_summary_numbers_are_rounded():
+    assert format_number(0.9056456827132193) == "0.906" and format_number(2) == "2.000"
+    assert format_number(float("nan")) == "n/a" and format_number(None) == "n/a"
 
 
 def test_the_preprocess_summary_prints_as_a_sentence_not_a_repr():

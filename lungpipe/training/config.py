@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lungpipe.augment import AugmentConfig
+from lungpipe.config import ConfigError
 
-__all__ = ["AugmentConfig", "SplitConfig", "TrainConfig"]
+__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AugmentConfig", "SplitConfig", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: see lungpipe.training.schedule
+SCHEDULES = ("warmup_cosine", "cosine_per_epoch", "htsat_steps")
+#: see lungpipe.training.device; CPU always trains in float32
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
@@ -18,20 +25,44 @@ class TrainConfig:
     optimizer: str = "adamw"  # "adam" | "adamw" | "sgd"
     lr: float = 1e-3
     weight_decay: float = 1e-6
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 1e-3  # cosine decays to lr * min_lr_ratio
+    schedule: str = "warmup_cosine"  # "warmup_cosine" (per step) | "cosine_per_epoch" | "htsat_steps"
+    warmup_epochs: float = 1.0  # warmup_cosine only
+    min_lr_ratio: float = 1e-3  # the cosine schedules decay to lr * min_lr_ratio
     grad_clip: float = 1.0  # 0 disables clipping
-    class_weighted: bool = True
+    class_weighted: bool = True  # false: plain, unweighted cross-entropy
     label_smoothing: float = 0.0
+    ma_update: bool = False  # weight moving average after every optimizer step (patch-mix / ADD4RSC)
+    ma_beta: float = 0.5  # w <- ma_beta * w_before_step + (1 - ma_beta) * w_after_step
+    drop_last: bool = False  # drop the last incomplete training batch (a batch of 1 is always dropped)
     early_stopping_patience: int = 0  # 0 disables early stopping
     selection_metric: str = "auto"  # validation metric that picks the best epoch (auto: the task's headline)
     seed: int = 0
+    deterministic: bool = True  # torch.use_deterministic_algorithms (warn-only where an op has no such variant)
+    threads: int = 0  # CPU threads of torch; 0 keeps torch's default. Same value => same bits on CPU
     num_workers: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    amp: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
+    amp: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "fp16" (with a gradient scaler) | "off"
+    compile: bool = False  # torch.compile the model's forward
+    log_every: int = 50  # optimizer steps between host reads of the running loss (progress, non-finite check)
     eval_batch_size: int = 64
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps steps (smoke runs, benchmarks)
+
+    def __post_init__(self) -> None:
+        _one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("train.schedule", self.schedule, SCHEDULES)
+        _one_of("train.amp", self.amp, AMP_MODES)
+        if not isinstance(self.ma_beta, (int, float)) or not 0.0 <= self.ma_beta < 1.0:
+            raise ConfigError(f"train.ma_beta must be in [0, 1), got {self.ma_beta!r}")
+        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ConfigError(f"train.log_every must be a whole number >= 1, got {self.log_every!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"train.threads must be a whole number >= 0 (0: torch's default), got {self.threads!r}")
+
+
+def _one_of(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
 
 
 @dataclass
