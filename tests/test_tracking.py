@@ -109,11 +109,11 @@ def test_a_run_is_linked_to_its_data_code_and_experiment(store, monkeypatch):
     # the run file beside the outputs (the report links it) and in the checkpoint folder
     saved = json.loads((result.out_dir / RUN_FILE).read_text())
     assert saved == {"run_id": result.run_id, "experiment_id": run.info.experiment_id,
-                     "tracking_uri": store["uri"], "run_name": "cnn6-official-seed0"}
+                     "tracking_uri": store["uri"], "run_name": "cnn6[small]-official-seed0"}
     assert json.loads((store["root"] / "checkpoints/cnn6/official/seed0" / RUN_FILE).read_text()) == saved
     # the LoggedModel is named after the run, not "model"
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    assert [m.name for m in models if m.source_run_id == result.run_id] == ["icbhi_synth-cnn6-official-seed0"]
+    assert [m.name for m in models if m.source_run_id == result.run_id] == ["icbhi_synth-cnn6-small-official-seed0"]
 
 
 def test_same_inputs_replace_the_run_other_params_add_one(store):
@@ -124,7 +124,7 @@ def test_same_inputs_replace_the_run_other_params_add_one(store):
     second = run_training(_job(store, epochs=1))
     active = _runs(store["uri"])
     assert [r.info.run_id for r in active] == [second.run_id] != [first.run_id]
-    assert {r.info.run_name for r in active} == {"cnn6-official-seed0"}
+    assert {r.info.run_name for r in active} == {"cnn6[small]-official-seed0"}
     other = run_training(_job(store, epochs=1, settings=_settings(1, lr=0.0123)))
     keys = {r.data.tags[RUN_KEY_TAG] for r in _runs(store["uri"])}
     assert other.run_id != second.run_id and len(keys) == 2

@@ -218,7 +218,7 @@ def logged_model_name(job: TrainJob) -> str:
     """The LoggedModel's name: dataset and run name in the characters MLflow allows in names."""
     import re
 
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{job.dataset}-{run_name_of(job)}").strip("-")
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{job.dataset}-{run_name_of(job)}").strip("-")
 
 
 def hashed_params(resolved: dict[str, Any]) -> dict[str, Any]:
