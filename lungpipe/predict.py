@@ -1,8 +1,10 @@
 """Inference on one recording with a model trained by :func:`lungpipe.training.job.run_training`.
 
-The model comes from a ``model.pt`` file (or the training output folder holding it), or from an
-MLflow run id. ``model.pt`` carries the architecture, the resolved model config, the weights and
-the ``stats.json`` of the features folder the model was trained on; those stats hold the cycle,
+The model comes from a ``model.pt`` file (or the training output folder holding it), an MLflow run
+id, or a logged/registered MLflow model (``models:/<name>@<alias>``); in every case the
+``model.pt`` is read by :func:`lungpipe.model_file.read_model_file` (tensors and plain data only,
+never unpickled code). It carries the architecture, the resolved model config, the class names,
+the weights and the ``stats.json`` of the features folder the model was trained on; those stats hold the cycle,
 frontend and normalisation settings, so a recording is turned into features by the very code
 path preprocessing used (:func:`lungpipe.features.extract.features_for_recording`, then
 :func:`lungpipe.features.normalise`).
@@ -14,7 +16,6 @@ empty, the predictions CSV's "unlabelled" convention).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -25,17 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from lungpipe.errors import DataError, LungpipeError
+from lungpipe.errors import DataError
+from lungpipe.model_file import MODEL_FILE, ModelFile, ModelLoadError, build_model, read_model_file
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
+__all__ = ["MODEL_FILE", "ModelLoadError", "Predictor", "Segment", "load_predictor", "predict_recording"]
 #: A trailing fixed window shorter than this is dropped (unless it is the only one).
 MIN_WINDOW_S = 0.5
-
-
-class ModelLoadError(LungpipeError):
-    """The model (file or MLflow run) cannot be loaded for inference."""
 
 
 @dataclass(frozen=True)
@@ -94,71 +92,22 @@ def preprocess_config_from_stats(stats: Mapping[str, Any] | None, where: str):
         raise ModelLoadError(f"{where}: {exc}") from None
 
 
-def _class_names(saved: Mapping[str, Any], config: Mapping[str, Any] | None, k: int) -> list[str]:
-    names = saved.get("class_names")
-    if names and len(names) == k:
-        return [str(n) for n in names]
-    dataset = (config or {}).get("dataset")
-    if dataset:
-        try:
-            from lungpipe.data.sources import get_source
-
-            names = list(get_source(dataset).class_names)
-            if len(names) == k:
-                return names
-        except Exception as exc:  # noqa: BLE001 - unknown dataset: fall back to indices
-            log.debug("no class names for dataset %r: %s", dataset, exc)
-    if k == 4:
-        from lungpipe.metrics import ICBHI_CLASS_NAMES
-
-        return list(ICBHI_CLASS_NAMES)
-    return [str(i) for i in range(k)]
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+def predictor_from_model_file(saved: ModelFile, source: str) -> Predictor:
+    """A :class:`Predictor` from the contents of a model file (read by :func:`read_model_file`)."""
+    cfg = saved.model_config
+    return Predictor(
+        model=build_model(saved, source), arch=saved.arch, stats=dict(saved.features_stats),
+        preprocess=preprocess_config_from_stats(saved.features_stats, source), class_names=list(saved.class_names),
+        n_frames=int(cfg["n_frames"]), n_mels=int(cfg["n_mels"]), source=source,
+    )
 
 
 def predictor_from_checkpoint(path: str | os.PathLike) -> Predictor:
     """Load ``model.pt`` (or the folder holding it) written by ``run_training``."""
-    import torch
-
-    from lungpipe.models import create_model
-
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such model file; pass a model.pt written by training "
-                             "(models/<arch>/<fold>/seed<k>/model.pt) or an MLflow run id")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot read the model file ({exc})") from exc
-    missing = [k for k in ("arch", "model_config", "state_dict") if k not in saved]
-    if missing:
-        raise ModelLoadError(f"{path}: not a lungpipe model file (missing {', '.join(missing)})")
-    model = create_model(saved["arch"], saved["model_config"])
-    model.load_state_dict(saved["state_dict"])
-    model.eval()
-    stats = dict(saved.get("features_stats") or {})
-    cfg = saved["model_config"]
-    k = int(cfg.get("num_classes", 0)) or _output_classes(model, cfg)
-    return Predictor(
-        model=model, arch=saved["arch"], stats=stats, preprocess=preprocess_config_from_stats(stats, str(path)),
-        class_names=_class_names(saved, _read_config(path.parent / "config.json"), k),
-        n_frames=int(cfg["n_frames"]), n_mels=int(cfg["n_mels"]), source=str(path),
-    )
-
-
-def _output_classes(model, cfg: Mapping[str, Any]) -> int:
-    import torch
-
-    with torch.no_grad():
-        return int(model(torch.zeros(1, 1, int(cfg["n_frames"]), int(cfg["n_mels"]))).shape[1])
+    return predictor_from_model_file(read_model_file(path), str(path))
 
 
 def predictor_from_run(run_id: str, tracking_uri: str) -> Predictor:
@@ -182,11 +131,19 @@ def predictor_from_run(run_id: str, tracking_uri: str) -> Predictor:
         )
     with tempfile.TemporaryDirectory(prefix="lungpipe-predict-") as tmp:
         local = Path(client.download_artifacts(run_id, MODEL_FILE, tmp))
-        if "config.json" in names:
-            client.download_artifacts(run_id, "config.json", tmp)
-        predictor = predictor_from_checkpoint(local)
-    predictor.source = f"MLflow run {run_id}"
-    return predictor
+        saved = read_model_file(local)
+    return predictor_from_model_file(saved, f"MLflow run {run_id}")
+
+
+def predictor_from_model_uri(uri: str, tracking_uri: str) -> Predictor:
+    """A logged or registered MLflow model (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+    ``models:/<model id>``): its ``model.pt`` artifact is downloaded and read as a model file; the
+    MLflow model itself (its Python code) is never loaded."""
+    from lungpipe.serving.pyfunc import download_model_file
+
+    with tempfile.TemporaryDirectory(prefix="lungpipe-predict-") as tmp:
+        saved = read_model_file(download_model_file(uri, tracking_uri, Path(tmp)))
+    return predictor_from_model_file(saved, uri)
 
 
 def looks_like_run_id(text: str) -> bool:
@@ -194,13 +151,15 @@ def looks_like_run_id(text: str) -> bool:
 
 
 def load_predictor(model: str | os.PathLike, tracking_uri: str | None = None) -> Predictor:
-    """A path to ``model.pt`` (or its folder), else an MLflow run id."""
+    """A path to ``model.pt`` (or its folder), a ``models:/`` URI, else an MLflow run id."""
+    text = str(model)
     path = Path(model)
-    if path.exists() or not looks_like_run_id(str(model)):
-        return predictor_from_checkpoint(path)
-    from lungpipe.tracking import resolve_tracking_uri
+    if text.startswith("models:/") or looks_like_run_id(text) and not path.exists():
+        from lungpipe.tracking import resolve_tracking_uri
 
-    return predictor_from_run(str(model), tracking_uri or resolve_tracking_uri())
+        uri = tracking_uri or resolve_tracking_uri()
+        return predictor_from_model_uri(text, uri) if text.startswith("models:/") else predictor_from_run(text, uri)
+    return predictor_from_checkpoint(path)
 
 
 # ------------------------------------------------------------------------------------ segments
@@ -253,16 +212,21 @@ def segment_features(predictor: Predictor, wave: np.ndarray, sample_rate: int, s
     return x
 
 
-def predict_proba(predictor: Predictor, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Softmax probabilities (N, K) of the model on features ``x`` (N, frames, mels)."""
-    import torch
+def segment_probabilities(predictor: Predictor, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Softmax probabilities (N, K) of the model on features ``x`` (N, frames, mels), by the
+    training engine's :func:`~lungpipe.training.engine.predict_proba` on the CPU."""
+    from lungpipe.training.data import SpectrogramDataset
+    from lungpipe.training.engine import predict_proba
 
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))[:, None]
-            out.append(torch.softmax(predictor.model(batch).float(), dim=1).numpy())
-    return np.concatenate(out).astype(np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dataset = SpectrogramDataset(x, np.zeros(len(x), dtype=np.int64))
+    return predict_proba(predictor.model, dataset, batch_size=batch_size, device="cpu", amp="off").astype(np.float64)
+
+
+def predict_waveform(predictor: Predictor, wave: np.ndarray, sample_rate: int, segments: Sequence[Segment],
+                     where: str) -> np.ndarray:
+    """Probabilities (n_segments, K) of the segments of one waveform (the MLflow model calls this too)."""
+    return segment_probabilities(predictor, segment_features(predictor, wave, sample_rate, segments, where))
 
 
 def predict_recording(predictor: Predictor, wav: str | os.PathLike, *, annotations: str | os.PathLike | None = None,
@@ -278,9 +242,9 @@ def predict_recording(predictor: Predictor, wav: str | os.PathLike, *, annotatio
             segments = [Segment(s.start_s, s.end_s) for s in segments]
     else:
         segments = window_segments(len(wave) / sample_rate, window_s)
-    x = segment_features(predictor, wave, sample_rate, segments, str(wav))
+    probs = predict_waveform(predictor, wave, sample_rate, segments, str(wav))
     return RecordingPrediction(recording=wav.stem, patient=patient_of(wav.stem), segments=segments,
-                               probs=predict_proba(predictor, x), class_names=predictor.class_names)
+                               probs=probs, class_names=predictor.class_names)
 
 
 def write_recording_predictions(result: RecordingPrediction, path: str | os.PathLike) -> Path:

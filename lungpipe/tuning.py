@@ -414,10 +414,11 @@ class Objective:
                 settings=settings, features_dir=Path(self.job.features_dir), out_dir=Path(tmp),
                 checkpoint_dir=None, seed=trial.number, dataset=self.job.dataset, metric_task=self.job.metric_task,
                 class_names=self.job.class_names, tracking_uri=self.job.tracking_uri,
-                experiment=self.job.experiment, callbacks=[report], score_test=False, progress=False,
+                experiment=self.job.experiment, callbacks=[report], score_test=False, progress=None,
                 nested=self.job.parent_run_id is not None, run_name=f"{self.job.arch}-trial{trial.number}",
                 tags={"optuna_trial": str(trial.number), "optuna_study": trial.study.study_name},
                 parent_run_id=self.job.parent_run_id,
+                run_finished_on=(optuna.TrialPruned,),  # a pruned trial's run ends FINISHED, optuna_state=PRUNED
             )
             result = run_training(job)
         if result.run_id and self.job.tracking_uri:
@@ -652,8 +653,10 @@ def _parent_run(job: TuneJob, study_name: str):
         import contextlib
 
         return contextlib.nullcontext()
-    from lungpipe.tracking import start_run
+    from lungpipe.tracking import params_hash, run_key, start_run
 
+    # one parent per study: a resumed study's new parent replaces the old one and adopts its trials
     return start_run(job.tracking_uri, job.experiment, f"study-{study_name}",
                      tags={"architecture": job.arch, "dataset": job.dataset, "optuna_study": study_name,
-                           "kind": "optuna-study"})
+                           "kind": "optuna-study"},
+                     key=run_key("tune", job.arch, "study", 0, params_hash({"study": study_name})))

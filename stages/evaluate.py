@@ -16,6 +16,7 @@ def main() -> None:
 
     from lungpipe.config import from_dict
     from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, summary_line
+    from lungpipe.progress import format_number
 
     info = dataset_info(params)
     details = evaluate_architecture(
@@ -28,6 +29,16 @@ def main() -> None:
         details_path=path(f"metrics/details/{args.arch}.json"),
     )
     print(summary_line(details))
+
+    from lungpipe.serving.champion import register_champion
+
+    run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in params["data"].get("folds", ["official"])
+                for seed in params["train"].get("seeds", [0])]
+    key = details["headline"]
+    champion = register_champion(info["name"], args.arch, run_dirs, key)
+    if champion is not None:
+        print(f"{args.arch}: registered {champion.uri} (version {champion.version}, validation {key} "
+              f"{format_number(champion.val_value)}, {champion.run_dir.parent.name}/{champion.run_dir.name})")
 
 
 if __name__ == "__main__":

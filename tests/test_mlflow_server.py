@@ -98,18 +98,20 @@ def test_training_run_logged_to_a_server_reads_back(tmp_path, mlflow_server, mon
     artifacts = {f.path for f in client.list_artifacts(result.run_id)}
     assert {"confusion.png", "predictions.csv", "config.json", "history.json"} <= artifacts
 
-    # the logged model (an MLflow 3 LoggedModel) loads and predicts (B, classes)
+    # the logged model (an MLflow 3 LoggedModel, the audio-in pyfunc) carries the model file, which
+    # loads (as tensors and plain data) and predicts (B, classes) like the local one
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     model_ids = [m.model_id for m in models if m.source_run_id == result.run_id]
     assert len(model_ids) == 1
-    loaded = mlflow.pytorch.load_model(f"models:/{model_ids[0]}")
     import torch
 
+    from lungpipe.model_file import load_model
+    from lungpipe.serving.pyfunc import download_model_file
+
+    loaded = load_model(download_model_file(f"models:/{model_ids[0]}", mlflow_server, tmp_path / "download"))
     x = torch.from_numpy(np.asarray(np.load(features / "test.npy")[:3], dtype=np.float32))[:, None]
     with torch.no_grad():
         out = loaded(x)
     assert tuple(out.shape) == (3, len(CLASSES))
-    from lungpipe.training.job import load_model
-
     with torch.no_grad():
         np.testing.assert_allclose(out.numpy(), load_model(tmp_path / "out" / "model.pt")(x).numpy(), atol=1e-5)

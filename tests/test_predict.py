@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +22,21 @@ from lungpipe.features import (
     load_split,
     preprocess,
 )
+from lungpipe.model_file import ModelFile, read_model_file, write_model_file
 from lungpipe.models import create_model, resolve_config
 from lungpipe.predict import (
     ModelLoadError,
     Segment,
     load_predictor,
-    predict_proba,
     predict_recording,
     predictor_from_run,
+    segment_probabilities,
     window_segments,
     write_recording_predictions,
 )
 from lungpipe.predictions import read_predictions
 
+CLASSES = ["normal", "crackle", "wheeze", "both"]
 TRAIN, TEST = "101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron"
 # start, end, crackle, wheeze  → labels 0, 1, 2, 3
 TEST_CYCLES = np.array([[0.2, 1.4, 0, 0], [1.5, 2.9, 1, 0], [3.0, 4.1, 0, 1], [4.2, 5.2, 1, 1]])
@@ -71,14 +74,15 @@ def trained(tmp_path_factory):
     model = create_model("cnn6", cfg).eval()
     out = root / "models" / "cnn6" / "official" / "seed0"
     out.mkdir(parents=True)
-    torch.save({"arch": "cnn6", "model_config": to_dict(resolve_config("cnn6", cfg)), "state_dict": model.state_dict(),
-                "best_epoch": 0, "features_stats": split.stats}, out / "model.pt")
+    write_model_file(out / "model.pt", ModelFile(
+        arch="cnn6", model_config=to_dict(resolve_config("cnn6", cfg)), state_dict=model.state_dict(),
+        class_names=CLASSES, features_stats=split.stats, best_epoch=0))
     return {"root": root, "raw": raw, "features": features, "split": split, "model": model, "dir": out}
 
 
 def test_annotated_cycles_get_the_preprocessed_features_and_the_models_probabilities(trained):
     predictor = load_predictor(trained["dir"])
-    assert predictor.arch == "cnn6" and predictor.class_names == ["normal", "crackle", "wheeze", "both"]
+    assert predictor.arch == "cnn6" and predictor.class_names == CLASSES
     wav = trained["raw"] / f"{TEST}.wav"
     result = predict_recording(predictor, wav, annotations=trained["raw"] / f"{TEST}.txt")
     assert [s.label for s in result.segments] == [0, 1, 2, 3]
@@ -93,7 +97,7 @@ def test_annotated_cycles_get_the_preprocessed_features_and_the_models_probabili
     with torch.no_grad():
         expected = torch.softmax(trained["model"](torch.from_numpy(np.array(trained["split"].x))[:, None]), 1)
     np.testing.assert_allclose(result.probs, expected.numpy(), atol=1e-5)
-    np.testing.assert_allclose(predict_proba(predictor, x), result.probs, atol=1e-6)
+    np.testing.assert_allclose(segment_probabilities(predictor, x), result.probs, atol=1e-6)
 
 
 def test_predictions_csv_follows_the_shared_format(trained, tmp_path):
@@ -137,9 +141,9 @@ def test_cli_prints_a_table_and_writes_the_csv(trained, tmp_path):
 
 
 def test_model_without_frontend_settings_is_refused(trained, tmp_path):
-    saved = torch.load(trained["dir"] / "model.pt", weights_only=False)
-    saved["features_stats"] = {"mean": 0.0, "std": 1.0, "norm_mode": "none", "cycle": {}, "frontend": {}}
-    torch.save(saved, tmp_path / "model.pt")
+    saved = read_model_file(trained["dir"] / "model.pt")
+    write_model_file(tmp_path / "model.pt", dataclasses.replace(
+        saved, features_stats={"mean": 0.0, "std": 1.0, "norm_mode": "none", "cycle": {}, "frontend": {}}))
     with pytest.raises(ModelLoadError, match="cycle/frontend settings"):
         load_predictor(tmp_path / "model.pt")
 

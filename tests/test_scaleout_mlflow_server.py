@@ -117,7 +117,9 @@ def test_training_and_two_tuning_workers_log_through_a_team_server_on_postgresql
         assert len(client.get_metric_history(result.run_id, "val_score")) == 2
         models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
         model_id = next(m.model_id for m in models if m.source_run_id == result.run_id)
-        loaded = mlflow.pytorch.load_model(f"models:/{model_id}")
+        from lungpipe.serving.pyfunc import download_model_file  # the audio pyfunc's model file, read safely
+
+        loaded = load_model(download_model_file(f"models:/{model_id}", server, tmp_path / "download"))
         x = torch.from_numpy(np.asarray(np.load(features / "test.npy")[:3], dtype=np.float32))[:, None]
         with torch.no_grad():
             np.testing.assert_allclose(loaded(x).numpy(), load_model(tmp_path / "out" / "model.pt")(x).numpy(),

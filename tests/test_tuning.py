@@ -123,6 +123,7 @@ def test_failed_and_pruned_trials_are_recorded_and_only_complete_ones_count(tmp_
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert len(children) == 5  # the failing trial raised before its run started
     assert {r.data.tags.get("optuna_state") for r in children} == {"COMPLETE", "PRUNED"}
+    assert {r.info.status for r in children if r.data.tags["optuna_state"] == "PRUNED"} == {"FINISHED"}
     assert "best_value" in parent[0].data.metrics and any(k.startswith("best.") for k in parent[0].data.params)
     assert all("val_score" in r.data.metrics for r in children)
 

@@ -12,7 +12,9 @@ def predict(
     wav: Annotated[Path, typer.Argument(help="The recording (WAV/FLAC, any sample rate).")],
     model: Annotated[str, typer.Option(
         "--model", "-m", help="model.pt written by training, the folder holding it "
-                              "(models/<arch>/<fold>/seed<k>), or an MLflow run id.")],
+                              "(models/<arch>/<fold>/seed<k>), an MLflow run id, or a logged or "
+                              "registered model: models:/<name>@<alias>, models:/<name>/<version>, "
+                              "models:/<model id>. Model files are read as tensors and plain data only.")],
     annotations: Annotated[Path | None, typer.Option(
         "--annotations", "-a", help="ICBHI annotation file (start end crackle wheeze per line): "
                                     "classify its cycles and fill the label column.")] = None,
@@ -23,11 +25,12 @@ def predict(
         "--out", "-o", help="Write the predictions CSV here (recording, cycle, patient, label, pred, "
                             "prob_0..).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
-        "--tracking-uri", help="MLflow store for a run id (default MLFLOW_TRACKING_URI, else "
+        "--tracking-uri", help="MLflow store for a run id or models:/ URI (default MLFLOW_TRACKING_URI, else "
                                "sqlite:///<cwd>/mlflow.db).")] = None,
 ) -> None:
     """Predict the class of every cycle of a recording and print a per-cycle table."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lungpipe.errors import LungpipeError
@@ -39,7 +42,7 @@ def predict(
         result = predict_recording(predictor, wav, annotations=annotations, window_s=window_s)
         written = write_recording_predictions(result, out) if out is not None else None
     except (LungpipeError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
     names = result.class_names

@@ -6,7 +6,9 @@ Used by the train stage (one job per architecture, fold and seed) and by the tun
 - ``model.pt``: best weights + architecture name + resolved model config (what `predict` loads),
 - ``predictions.csv``: test predictions in the shared predictions format,
 - ``history.json``: per-epoch records; ``val_metrics.json``: the selected epoch's validation metrics,
-- ``config.json``: the resolved configuration of the run.
+- ``config.json``: the resolved configuration of the run,
+- ``mlflow_run.json``: the MLflow run (when tracking is on; also kept in ``checkpoint_dir`` so a
+  resumed training continues the same run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ import torch
 
 from lungpipe import atomic
 from lungpipe.config import to_dict
+from lungpipe.model_file import (
+    MODEL_FILE,
+    ModelFile,
+    load_model,  # noqa: F401 - the one model loader, re-exported for callers
+    write_model_file,
+)
 from lungpipe.models import create_model, resolve_config
 from lungpipe.settings import ArchSettings
 from lungpipe.training import checkpoint
@@ -57,6 +65,7 @@ class TrainJob:
     run_name: str | None = None
     parent_run_id: str | None = None  # tuning: trials are child runs of the study's run
     placement: SingleProcess | None = None  # a rank of a torchrun run (lungpipe.training.distributed); None: one process
+    run_finished_on: tuple[type[BaseException], ...] = ()  # e.g. optuna.TrialPruned: the run ends FINISHED
 
 
 @dataclass
@@ -76,14 +85,6 @@ def _evaluator(task: str, num_classes: int):
         return {k: m[k] for k in scalar_metric_keys(m)}
 
     return evaluate
-
-
-def load_model(path: Path) -> torch.nn.Module:
-    """Rebuild a model saved by :func:`run_training` (``model.pt``)."""
-    saved = checkpoint.load(path)  # tensors and plain data only: a model file may come from anyone
-    model = create_model(saved["arch"], saved["model_config"])
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
 
 
 def run_training(job: TrainJob) -> TrainJobResult:
@@ -140,9 +141,11 @@ def run_training(job: TrainJob) -> TrainJobResult:
     callbacks = list(job.callbacks)
     with run_ctx as run:
         if run is not None:
-            from lungpipe.tracking import EpochLogger
+            from lungpipe.tracking import EpochLogger, log_features_input
 
             callbacks.insert(0, EpochLogger())
+            log_features_input(job.features_dir, job.dataset,
+                               {"train": "training", **({"test": "evaluation"} if job.score_test else {})})
         result = fit(
             model, train_ds, val_ds, train_cfg, num_classes=num_classes, evaluate=evaluate,
             checkpoint_dir=job.checkpoint_dir, signature=signature, callbacks=callbacks,
@@ -162,11 +165,10 @@ def run_training(job: TrainJob) -> TrainJobResult:
             if result.best_epoch >= 0 else {}
         test_metrics = None
         files: dict[str, Path] = {}
-        with atomic.atomic_path(out_dir / "model.pt") as tmp:
-            torch.save({"arch": s.name, "model_config": resolved_model, "state_dict": model.state_dict(),
-                        "best_epoch": result.best_epoch, "class_names": job.class_names,
-                        "features_stats": getattr(train_split, "stats", None)}, tmp)
-        files["model"] = out_dir / "model.pt"
+        files["model"] = write_model_file(out_dir / MODEL_FILE, ModelFile(
+            arch=s.name, model_config=resolved_model, state_dict=model.state_dict(),
+            class_names=job.class_names or [str(k) for k in range(num_classes)],
+            features_stats=getattr(train_split, "stats", None) or {}, best_epoch=result.best_epoch))
         files["history"] = atomic.write_json(out_dir / "history.json", result.history)
         files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
         files["config"] = atomic.write_json(out_dir / "config.json", resolved)
@@ -180,7 +182,10 @@ def run_training(job: TrainJob) -> TrainJobResult:
             files["predictions"] = pred_path
             files["confusion"] = png
         if run is not None:
-            _log_run_outputs(result, val_metrics, test_metrics, files, model, val_ds)
+            _log_run_outputs(job, result, val_metrics, test_metrics, files)
+            from lungpipe.tracking import write_run_file
+
+            write_run_file(out_dir, run, job.tracking_uri)
     return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
 
 
@@ -226,25 +231,53 @@ class _NoRun:
         return False
 
 
+def run_name_of(job: TrainJob) -> str:
+    """The MLflow run name, e.g. ``cnn6[small]-official-seed0`` (trials: given by the tuner)."""
+    return job.run_name or f"{job.settings.name}[{job.settings.model.get('preset', 'small')}]-{job.fold}-seed{job.seed}"
+
+
+def logged_model_name(job: TrainJob) -> str:
+    """The LoggedModel's name: dataset and run name in the characters MLflow allows in names."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{job.dataset}-{run_name_of(job)}").strip("-")
+
+
+def hashed_params(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What the params hash covers: the resolved config without the features folder's location
+    (a `dvc exp run --temp` copy or a moved checkout trains the same run)."""
+    return {**resolved, "features": {k: v for k, v in resolved["features"].items() if k != "dir"}}
+
+
 def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
     if not job.tracking_uri:
         return _NoRun()
-    from lungpipe.tracking import git_commit, start_run
+    from lungpipe.tracking import params_hash, provenance_tags, run_key, start_run
     from lungpipe.training.device import describe, pick_device
 
+    digest = params_hash(hashed_params(resolved))
+    stage = job.tags.get("dvc_stage") or ("tune" if job.parent_run_id or "optuna_trial" in job.tags else "train")
     tags = {"architecture": job.settings.name, "dataset": job.dataset, "fold": job.fold, "seed": str(job.seed),
-            "device": describe(pick_device(job.settings.train.device)), "git_commit": git_commit(),
-            "selection": job.settings.split.selection, "model_preset": str(job.settings.model.get("preset", "small")),
-            "model_summary": display_name_of(job), **job.tags}
-    name = job.run_name or f"{job.settings.name}[{tags['model_preset']}]-{job.fold}-seed{job.seed}"
+            "device": describe(pick_device(job.settings.train.device)), **provenance_tags(),
+            "params_hash": digest, "selection": job.settings.split.selection,
+            "model_preset": str(job.settings.model.get("preset", "small")), "model_summary": display_name_of(job),
+            **job.tags}
+    name = run_name_of(job)
     return start_run(job.tracking_uri, job.experiment, name, params=resolved, tags=tags, nested=job.nested,
-                     parent_run_id=job.parent_run_id)
+                     parent_run_id=job.parent_run_id, key=run_key(stage, job.settings.name, job.fold, job.seed, digest),
+                     resume_dir=job.checkpoint_dir, resuming=_has_checkpoint(job.checkpoint_dir), system_metrics=True,
+                     finished_on=tuple(job.run_finished_on))
 
 
-def _log_run_outputs(result: FitResult, val_metrics, test_metrics, files: dict[str, Path], model, val_ds) -> None:
+def _has_checkpoint(checkpoint_dir: Path | None) -> bool:
+    return checkpoint_dir is not None and (Path(checkpoint_dir) / checkpoint.LAST).is_file()
+
+
+def _log_run_outputs(job: TrainJob, result: FitResult, val_metrics, test_metrics, files: dict[str, Path]) -> None:
     import mlflow
 
-    from lungpipe.tracking import log_model, scalar_metrics
+    from lungpipe.serving.pyfunc import log_audio_model
+    from lungpipe.tracking import scalar_metrics
 
     mlflow.log_metrics({"best_epoch": float(result.best_epoch), **scalar_metrics(val_metrics, "best_val_")})
     if test_metrics:
@@ -252,8 +285,7 @@ def _log_run_outputs(result: FitResult, val_metrics, test_metrics, files: dict[s
     for path in files.values():
         if path is not None and Path(path).exists():
             mlflow.log_artifact(str(path))
-    example = np.stack([val_ds[i][0].numpy() for i in range(min(2, len(val_ds)))])
-    log_model(model, example)
+    log_audio_model(files["model"], name=logged_model_name(job))
     mlflow.set_tag("stopped_early", str(result.stopped_early))
     if result.resumed_from_epoch is not None:
         mlflow.set_tag("resumed_from_epoch", str(result.resumed_from_epoch))
