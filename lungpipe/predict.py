@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["MODEL_FILE", "ModelLoadError", "Predictor", "Segment", "load_predictor", "predict_recording"]
 #: A trailing fixed window shorter than this is dropped (unless it is the only one).
 MIN_WINDOW_S = 0.5
+#: Key of a model file's features stats: the shortest training cycle in seconds (written by training).
+SHORTEST_TRAIN_CYCLE_KEY = "shortest_train_cycle_s"
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,27 @@ def segment_probabilities(predictor: Predictor, x: np.ndarray, batch_size: int =
     return predict_proba(predictor.model, dataset, batch_size=batch_size, device="cpu", amp="off").astype(np.float64)
 
 
+def check_waveform(predictor: Predictor, wave: np.ndarray, segments: Sequence[Segment], where: str) -> None:
+    """Refuse a waveform with NaN/inf samples (naming the first offset); warn for every segment
+    shorter than the shortest cycle the model was trained on (its prediction is extrapolation)."""
+    finite = np.isfinite(np.asarray(wave))
+    if not finite.all():
+        offset = int(np.flatnonzero(~finite.reshape(-1))[0])
+        raise DataError(f"{where}: non-finite sample ({np.asarray(wave).reshape(-1)[offset]}) at sample offset "
+                        f"{offset}; the recording is damaged, so no prediction is made.")
+    shortest = predictor.stats.get(SHORTEST_TRAIN_CYCLE_KEY)
+    if shortest:
+        short = [s for s in segments if s.end_s - s.start_s < float(shortest)]
+        if short:
+            log.warning("%s: %d segment(s) shorter than the shortest training cycle of %s (%.3f s), e.g. "
+                        "%.3f-%.3f s: the model never saw such short input; treat those predictions with care",
+                        where, len(short), predictor.source, float(shortest), short[0].start_s, short[0].end_s)
+
+
 def predict_waveform(predictor: Predictor, wave: np.ndarray, sample_rate: int, segments: Sequence[Segment],
                      where: str) -> np.ndarray:
     """Probabilities (n_segments, K) of the segments of one waveform (the MLflow model calls this too)."""
+    check_waveform(predictor, wave, segments, where)
     return segment_probabilities(predictor, segment_features(predictor, wave, sample_rate, segments, where))
 
 

@@ -167,3 +167,30 @@ def test_model_from_an_mlflow_run(trained, tmp_path):
         predictor_from_run(without, uri)
     # a run id on the command line goes to MLflow
     assert load_predictor(with_model, uri).source.startswith("MLflow run")
+
+
+def test_non_finite_audio_is_refused_naming_the_offset(trained, tmp_path):
+    """A NaN sample in a waveform stops the prediction with its offset (no 'normal, p = nan')."""
+    from lungpipe.errors import DataError
+    from lungpipe.predict import predict_waveform
+
+    predictor = load_predictor(trained["dir"])
+    wave = np.zeros(16000 * 2, dtype=np.float32)
+    wave[12345] = np.nan
+    with pytest.raises(DataError, match="sample offset 12345"):
+        predict_waveform(predictor, wave, 16000, [Segment(0.0, 2.0)], "clip.wav")
+
+
+def test_a_segment_shorter_than_every_training_cycle_warns(trained, caplog):
+    from lungpipe.predict import SHORTEST_TRAIN_CYCLE_KEY, predict_waveform
+
+    predictor = load_predictor(trained["dir"])
+    predictor.stats = {**predictor.stats, SHORTEST_TRAIN_CYCLE_KEY: 1.0}
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    with caplog.at_level("WARNING", logger="lungpipe.predict"):
+        predict_waveform(predictor, wave, 16000, [Segment(0.0, 0.1)], "clip.wav")
+    assert "shorter than the shortest training cycle" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lungpipe.predict"):
+        predict_waveform(predictor, wave, 16000, [Segment(0.0, 1.0)], "clip.wav")
+    assert "shorter than" not in caplog.text

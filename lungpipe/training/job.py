@@ -168,7 +168,7 @@ def run_training(job: TrainJob) -> TrainJobResult:
         files["model"] = write_model_file(out_dir / MODEL_FILE, ModelFile(
             arch=s.name, model_config=resolved_model, state_dict=model.state_dict(),
             class_names=job.class_names or [str(k) for k in range(num_classes)],
-            features_stats=getattr(train_split, "stats", None) or {}, best_epoch=result.best_epoch))
+            features_stats=_model_file_stats(train_split, train_ds), best_epoch=result.best_epoch))
         files["history"] = atomic.write_json(out_dir / "history.json", result.history)
         files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
         files["config"] = atomic.write_json(out_dir / "config.json", resolved)
@@ -187,6 +187,18 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
             write_run_file(out_dir, run, job.tracking_uri)
     return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
+
+
+def _model_file_stats(train_split, train_ds: SpectrogramDataset) -> dict[str, Any]:
+    """The features' stats plus the shortest cycle the model trained on (predict warns below it)."""
+    from lungpipe.predict import SHORTEST_TRAIN_CYCLE_KEY
+
+    stats = dict(getattr(train_split, "stats", None) or {})
+    index = train_split.index
+    if {"start_s", "end_s"} <= set(index.columns) and len(train_ds):
+        durations = (index["end_s"] - index["start_s"]).to_numpy()[train_ds.indices]
+        stats[SHORTEST_TRAIN_CYCLE_KEY] = round(float(durations.min()), 6)
+    return stats
 
 
 def _predict(placement: SingleProcess, model, test_split, train_cfg) -> np.ndarray:
