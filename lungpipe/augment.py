@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lungpipe.config import require, require_choice
+
 
 @dataclass
 class AugmentConfig:
@@ -21,6 +23,13 @@ class AugmentConfig:
     fill: str = "mean"  # "mean" (of each spectrogram) or "zero"
     mixup_alpha: float = 0.0  # 0 disables mixup; Beta(alpha, alpha) mixing weights otherwise
     mixup_prob: float = 0.5  # chance that a batch is mixed when mixup_alpha > 0
+
+    def __post_init__(self) -> None:
+        for name in ("freq_masks", "time_masks"):
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        require_choice(self, "fill", ("mean", "zero"))
+        require(self, "mixup_alpha", self.mixup_alpha >= 0, "must be >= 0 (0 disables mixup)")
+        require(self, "mixup_prob", 0 <= self.mixup_prob <= 1, "must be between 0 and 1")
 
 
 def spec_augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lungpipe import atomic
+from lungpipe.config import require
 from lungpipe.errors import DataError
 
 
@@ -34,6 +35,9 @@ from lungpipe.errors import DataError
 class EvaluationConfig:
     n_boot: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self, "n_boot", self.n_boot >= 1, "must be >= 1 (bootstrap resamples)")
 
 
 #: Metrics summarised per cross-validation fold, per metric task.

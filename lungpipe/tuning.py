@@ -2,8 +2,8 @@
 resumable studies, every trial a nested MLflow run, and Optuna's own distributed mode.
 
 The objective is the validation metric of the training split's held-out patients; the test split
-is never touched. A study carries everything a worker needs in its user attributes (the params
-mapping and the architecture), so ``lungpipe tune worker --storage URL --study NAME --trials N``
+is never touched. A study carries everything a worker needs in its user attributes (the typed
+settings of the architecture, as plain data, and its search space), so ``lungpipe tune worker --storage URL --study NAME --trials N``
 can join it from any process or machine that reaches the storage.
 
 Storage: an RDB URL (``postgresql://…``, ``mysql://…``; ``sqlite:///…`` for a single process) or a
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungpipe.config import ConfigError, from_dict
-from lungpipe.settings import apply_overrides, arch_settings
+from lungpipe.config import ConfigError, from_dict, require, require_choice
+from lungpipe.settings import ArchSettings, check_override_keys, settings_from_dict, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class SearchParam:
     choices: list[Any] | None = None
 
 
+PRUNERS = ("median", "hyperband", "none")
+
+
 @dataclass
 class TuningConfig:
     n_trials: int = 4
@@ -50,11 +53,16 @@ class TuningConfig:
     heartbeat_interval: int = 60  # RDB storages: stale trials of a killed worker are failed
     metric: str = "auto"  # validation metric to maximise (auto: ICBHI Score, or macro-F1 for multiclass)
 
+    def __post_init__(self) -> None:
+        require(self, "n_trials", self.n_trials >= 1, "must be >= 1")
+        require(self, "epochs", self.epochs >= 1, "must be >= 1")
+        require_choice(self, "pruner", PRUNERS)
+        require(self, "heartbeat_interval", self.heartbeat_interval >= 1, "must be >= 1 (seconds)")
 
-def parse_space(arch: str, space: Mapping[str, Any], base_train: Mapping[str, Any],
-                base_model: Mapping[str, Any]) -> dict[str, SearchParam]:
-    """Validate the search space: each entry must be a well-formed SearchParam AND a key the
-    architecture's training/augment/model config knows."""
+
+def parse_space(arch: str, space: Mapping[str, Any], base: ArchSettings) -> dict[str, SearchParam]:
+    """Validate the search space: each entry must be a well-formed SearchParam AND a namespaced
+    key (``train.lr``, ``augment.time_mask_width``, ``model.label_smoothing``) of ``base``."""
     parsed = {}
     for key, spec in (space or {}).items():
         p = from_dict(SearchParam, spec, where=f"tuning.space.{arch}.{key}")
@@ -69,13 +77,8 @@ def parse_space(arch: str, space: Mapping[str, Any], base_train: Mapping[str, An
         else:
             raise ConfigError(f"tuning.space.{arch}.{key}: type must be float, int or categorical, got {p.type!r}")
         parsed[key] = p
-    # routes every key or raises a ConfigError naming the unknown one
-    apply_overrides(arch, base_train, base_model, {k: _example(p) for k, p in parsed.items()})
+    check_override_keys(base, list(parsed), source=f"tuning.space.{arch}")
     return parsed
-
-
-def _example(p: SearchParam) -> Any:
-    return p.choices[0] if p.type == "categorical" else p.low
 
 
 def suggest(trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
@@ -141,7 +144,8 @@ class TuneJob:
     """Everything a trial needs; stored (as plain data) in the study's user attributes."""
 
     arch: str
-    params: dict[str, Any]
+    settings: dict[str, Any]  # the architecture's ArchSettings as plain data (lungpipe.config.to_dict)
+    space: dict[str, Any]  # tuning.space.<arch>: namespaced key -> SearchParam fields
     features_dir: str
     dataset: str = "synth"
     metric_task: str = "icbhi"
@@ -159,11 +163,8 @@ class Objective:
 
         cfg = dataclasses.replace(cfg, metric=resolve_metric(cfg.metric, job.metric_task, "tuning.metric"))
         self.job, self.cfg = job, cfg
-        base = arch_settings(job.params, job.arch)
-        self.space = parse_space(
-            job.arch, ((job.params.get("tuning") or {}).get("space") or {}).get(job.arch) or {},
-            dataclasses.asdict(base.train), base.model,
-        )
+        self.base = settings_from_dict(job.settings)
+        self.space = parse_space(job.arch, job.space, self.base)
         if not self.space:
             raise ConfigError(f"tuning.space.{job.arch} is empty: nothing to tune")
 
@@ -172,7 +173,7 @@ class Objective:
         from lungpipe.training.job import TrainJob, run_training
 
         values = suggest(trial, self.space)
-        settings = arch_settings(self.job.params, self.job.arch, tuned=values)
+        settings = with_overrides(self.base, values, source=f"tuning.space.{self.job.arch} (trial {trial.number})")
         settings.train = dataclasses.replace(settings.train, epochs=self.cfg.epochs,
                                              selection_metric=self.cfg.metric, early_stopping_patience=0)
 

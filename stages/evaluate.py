@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from _common import dataset_info, load_params, path, setup_logging
+from _common import load_run_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    _, run = load_run_config()
 
-    from lungpipe.config import from_dict
-    from lungpipe.evaluation import EvaluationConfig, evaluate_architecture
+    from lungpipe.evaluation import evaluate_architecture
 
-    info = dataset_info(params)
+    info = run.dataset
     result = evaluate_architecture(
         args.arch, path(f"models/{args.arch}"), path(f"metrics/{args.arch}.json"), path(f"plots/{args.arch}"),
-        task=info["metric_task"], class_names=info["class_names"],
-        cfg=from_dict(EvaluationConfig, params.get("evaluate"), where="evaluate"),
-        selection=params["split"].get("selection", "validation"),
-        folds=[str(f) for f in params["data"].get("folds", ["official"])],
-        seeds=[int(k) for k in params["train"].get("seeds", [0])],
+        task=info.metric_task, class_names=list(info.class_names), cfg=run.evaluation,
+        selection=run.selection, folds=list(run.folds), seeds=list(run.seeds),
     )
-    key = "score" if info["metric_task"] == "icbhi" else "accuracy"
+    key = "score" if info.metric_task == "icbhi" else "accuracy"
     line = f"{args.arch}: {key} {result.get(key)} [{result.get(key + '_ci_low')}, {result.get(key + '_ci_high')}]"
     if result.get(f"{key}_fold_mean") is not None:
         std = result.get(f"{key}_fold_std")

@@ -5,21 +5,21 @@ task; items skipped as bad input)."""
 
 from __future__ import annotations
 
-from _common import load_params, path, setup_logging
+from _common import load_run_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
-    setup_logging()
-    params = load_params()
+    params, run = load_run_config()
     data = params["data"]
 
     from lungpipe import atomic
     from lungpipe.data.class_counts import write_class_counts
-    from lungpipe.data.sources import cv_folds, source_from_params
+    from lungpipe.data.sources import source_from_params
 
     source, cfg = source_from_params(data)
-    folds = cv_folds(data.get("folds"), source, cfg)
-    built = source.build(path(data.get("raw_dir", "data/raw")), cfg)
+    folds = list(run.dataset.folds)
+    built = source.build(run.raw_dir, cfg)
     manifest = built.manifest
     class_names = source.class_names_for(cfg, manifest)
     atomic.write_csv(path("data/manifest.csv"), manifest)

@@ -6,26 +6,26 @@ from __future__ import annotations
 
 import argparse
 
-from _common import load_params, path, setup_logging
+from _common import load_run_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("frontend")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    _, run = load_run_config()
 
-    from lungpipe.config import from_dict
-    from lungpipe.features import PreprocessConfig, preprocess
+    from lungpipe.config import ConfigError
+    from lungpipe.features import preprocess
 
-    frontends = params.get("frontends") or {}
-    if args.frontend not in frontends:
-        raise SystemExit(f"params.yaml has no frontends.{args.frontend}; defined: {sorted(frontends)}")
-    cfg = from_dict(PreprocessConfig, frontends[args.frontend], where=f"frontends.{args.frontend}")
-    raw = path(params["data"].get("raw_dir", "data/raw"))
+    if args.frontend not in run.frontends:
+        raise ConfigError(f"frontends.{args.frontend}: no such frontend in params.yaml; defined: "
+                          f"{', '.join(sorted(run.frontends))}")
+    cfg = run.frontends[args.frontend]
+    raw = run.raw_dir
     out = path(f"data/features/{args.frontend}")
-    folds = [f for f in params["data"].get("folds", ["official"]) if str(f) != "official"]
+    folds = list(run.dataset.folds)
     if not folds:
         print(preprocess(path("data/manifest.csv"), raw, out, cfg))
         return

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, experiment_name, load_params, path, setup_logging
+from _common import ROOT, load_run_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="report")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    _, run = load_run_config()
 
     from lungpipe.report import build_report
     from lungpipe.tracking import resolve_tracking_uri
 
-    data = build_report(path(args.out), tracking_uri=resolve_tracking_uri(ROOT), experiment=experiment_name(params))
+    data = build_report(path(args.out), tracking_uri=resolve_tracking_uri(ROOT), experiment=run.experiment)
     best = ", ".join(s.architecture for s in data.summaries if s.best) or "none"
     print(f"report: {len(data.summaries)} architecture(s) in {path(args.out) / 'index.html'}; best: {best}")
 

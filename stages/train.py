@@ -2,56 +2,61 @@
 
 Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, ...} and resumable
 checkpoints under checkpoints/<arch>/<fold>/seed<k>/ (persisted by DVC). Every seed is an MLflow run.
+The stage holds checkpoints/<arch>/<fold>/train.lock while it trains: a second trainer of the same
+fold (say, a new `dvc repro` while the trainer of a killed one still runs) refuses to start.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, dataset_info, experiment_name, load_params, path, setup_logging
+from _common import ROOT, load_run_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     ap.add_argument("--fold", default="official")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    _, run = load_run_config(announce_tuned=True)
 
-    import yaml
-
-    from lungpipe.settings import arch_settings
+    from lungpipe.config import ConfigError
+    from lungpipe.locks import FolderLock, ensure_writable
     from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
     from lungpipe.training.job import TrainJob, run_training
 
-    tuned = {}
-    tuned_file = path(f"tuned/{args.arch}.yaml")
-    if params["train"].get("use_tuned") and tuned_file.exists():
-        tuned = (yaml.safe_load(tuned_file.read_text()) or {}).get("best_params") or {}
-    settings = arch_settings(params, args.arch, tuned)
-    info = dataset_info(params)
+    if args.arch not in run.architectures:
+        raise ConfigError(f"train.architectures: {args.arch!r} is not listed ({', '.join(run.architectures)}); "
+                          "add it there to train it")
+    if args.fold not in run.folds:
+        raise ConfigError(f"data.folds: fold {args.fold!r} is not listed ({', '.join(run.folds)})")
+    settings = run.archs[args.arch]
+    info = run.dataset
+    out_root = ensure_writable(path(f"models/{args.arch}/{args.fold}"))
+    checkpoints = ensure_writable(path(f"checkpoints/{args.arch}/{args.fold}"))
     uri = resolve_tracking_uri(ROOT)
-    check_tracking_server(uri)  # fail before training, not after hours
-    features = path(f"data/features/{settings.frontend}")
-    if args.fold != "official":
-        features = features / f"fold{args.fold}"
-    for seed in params["train"].get("seeds", [0]):
-        run_training(TrainJob(
-            settings=settings,
-            features_dir=features,
-            out_dir=path(f"models/{args.arch}/{args.fold}/seed{seed}"),
-            checkpoint_dir=path(f"checkpoints/{args.arch}/{args.fold}/seed{seed}"),
-            seed=int(seed),
-            dataset=info["name"],
-            fold=str(args.fold),
-            metric_task=info["metric_task"],
-            class_names=info["class_names"],
-            tracking_uri=uri,
-            experiment=experiment_name(params),
-            tags={"dvc_stage": f"train@{args.arch}-{args.fold}"},
-            n_boot=int(params.get("evaluate", {}).get("n_boot", 200)),
-        ))
+    with FolderLock(checkpoints):
+        check_tracking_server(uri)  # fail before training, not after hours
+        features = path(f"data/features/{settings.frontend}")
+        if args.fold != "official":
+            features = features / f"fold{args.fold}"
+        for seed in run.seeds:
+            run_training(TrainJob(
+                settings=settings,
+                features_dir=features,
+                out_dir=out_root / f"seed{seed}",
+                checkpoint_dir=checkpoints / f"seed{seed}",
+                seed=seed,
+                dataset=info.name,
+                fold=args.fold,
+                metric_task=info.metric_task,
+                class_names=list(info.class_names),
+                tracking_uri=uri,
+                experiment=run.experiment,
+                tags={"dvc_stage": f"train@{args.arch}-{args.fold}"},
+                n_boot=run.evaluation.n_boot,
+            ))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lungpipe.augment import AugmentConfig
+from lungpipe.config import require, require_choice
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AMP_MODES = ("auto", "bf16", "off")
+SELECTIONS = ("validation", "test")
 
 __all__ = ["AugmentConfig", "SplitConfig", "TrainConfig"]
 
@@ -33,6 +38,24 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps steps (smoke runs, benchmarks)
 
+    def __post_init__(self) -> None:
+        require(self, "epochs", self.epochs >= 1, "must be >= 1")
+        require(self, "batch_size", self.batch_size >= 1, "must be >= 1")
+        require(self, "eval_batch_size", self.eval_batch_size >= 1, "must be >= 1")
+        require_choice(self, "optimizer", OPTIMIZERS)
+        require(self, "lr", self.lr > 0 and self.lr == self.lr, "must be > 0")
+        require(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
+        require(self, "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0")
+        require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be between 0 and 1")
+        require(self, "grad_clip", self.grad_clip >= 0, "must be >= 0 (0 disables clipping)")
+        require(self, "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)")
+        require(self, "early_stopping_patience", self.early_stopping_patience >= 0, "must be >= 0 (0 disables it)")
+        require(self, "num_workers", self.num_workers >= 0, "must be >= 0")
+        require(self, "max_steps_per_epoch", self.max_steps_per_epoch >= 0, "must be >= 0 (0 = whole epoch)")
+        require_choice(self, "amp", AMP_MODES)
+        require(self, "device", self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+                "must be auto, cpu, cuda, cuda:<index> or mps")
+
 
 @dataclass
 class SplitConfig:
@@ -41,3 +64,7 @@ class SplitConfig:
     val_fraction: float = 0.2
     seed: int = 0
     selection: str = "validation"  # "validation" | "test" (reproduces published numbers; labelled)
+
+    def __post_init__(self) -> None:
+        require(self, "val_fraction", 0 < self.val_fraction < 1, "must be between 0 and 1 (exclusive)")
+        require_choice(self, "selection", SELECTIONS)
