@@ -253,8 +253,9 @@ def build_run_config(params: Mapping[str, Any], manifest_csv: str | os.PathLike 
             except ConfigError as exc:
                 raise ConfigError(f"{exc}; if the file predates this version, rerun `dvc repro tune@{arch}` "
                                   "or set train.use_tuned: false") from None
+            own = _lookup(params, f"arch.{arch}.train.selection_metric") is not _MISSING
             resolve_metric(settings.train.selection_metric, info.metric_task,
-                           f"arch.{arch}.train.selection_metric (or train.defaults.selection_metric)")
+                           f"arch.{arch}.train.selection_metric" if own else "train.defaults.selection_metric")
         archs[arch] = settings
     tuning_section = _section(params, "tuning")
     tuning = from_dict(TuningConfig, {k: v for k, v in tuning_section.items() if k not in TUNING_LIST_KEYS},

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from featuredir import write_feature_dir
 from mlflow_store import fresh_db
 
-from lungpipe.settings import arch_settings
 from lungpipe.tracking import TrackingUnavailableError, resolve_tracking_uri
 from lungpipe.training.job import TrainJob, run_training
 
@@ -35,8 +33,10 @@ def _free_port() -> int:
 
 
 def _settings():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    s = arch_settings(params, "cnn6")
+    sys.path.insert(0, str(REPO / "stages"))
+    import _common
+
+    s = _common.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
     s.train = replace(s.train, epochs=EPOCHS, batch_size=16, device="cpu", num_workers=0)
     return s
 

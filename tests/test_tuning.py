@@ -8,30 +8,31 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from featuredir import write_feature_dir
 
 import optuna
-from lungpipe.config import ConfigError
+from lungpipe.config import ConfigError, to_dict
 from lungpipe.tuning import Objective, TuneJob, TuningConfig, create_or_load_study, make_storage, run_study
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _params(space: dict) -> dict:
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["tuning"]["space"] = {"cnn6": space}
+def _settings() -> dict:
+    sys.path.insert(0, str(REPO / "stages"))
+    import _common
+
+    p = _common.load_params(REPO / "params.yaml")
     p["train"]["defaults"].update(batch_size=16, num_workers=0)
-    return p
+    return to_dict(_common.arch_settings(p, "cnn6"))
 
 
-SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-         "time_mask_width": {"type": "int", "low": 0, "high": 8}}
+SPACE = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+         "augment.time_mask_width": {"type": "int", "low": 0, "high": 8}}
 
 
 def _job(tmp_path, space=SPACE, tracking=None) -> TuneJob:
     feats = write_feature_dir(tmp_path / "features")
-    return TuneJob(arch="cnn6", params=_params(space), features_dir=str(feats), tracking_uri=tracking,
+    return TuneJob(arch="cnn6", settings=_settings(), space=space, features_dir=str(feats), tracking_uri=tracking,
                    experiment="tune-test", class_names=["normal", "crackle", "wheeze", "both"])
 
 
@@ -40,7 +41,7 @@ def test_unknown_search_key_is_a_clear_error(tmp_path):
         Objective(_job(tmp_path, {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}),
                   TuningConfig(epochs=1))
     with pytest.raises(ConfigError, match="low <= high"):
-        Objective(_job(tmp_path, {"lr": {"type": "float", "low": 1.0, "high": 0.1}}), TuningConfig(epochs=1))
+        Objective(_job(tmp_path, {"train.lr": {"type": "float", "low": 1.0, "high": 0.1}}), TuningConfig(epochs=1))
 
 
 def test_failed_and_pruned_trials_are_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
