@@ -20,9 +20,10 @@ from lungpipe.settings import with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
+sys.path.insert(0, str(REPO / "tests"))
 import _common  # noqa: E402
 
-PROFILES = [REPO / "params.yaml", *sorted((REPO / "params").glob("*.yaml"))]
+PROFILES = [REPO / "params.yaml"]  # the paper profiles are overlays: tests/test_profiles.py composes them
 
 
 @pytest.fixture(params=PROFILES, ids=lambda p: p.name)
@@ -35,7 +36,7 @@ def _run(params, tmp_path):
 
 
 def test_profiles_are_there():
-    assert {p.name for p in PROFILES} >= {"params.yaml", "paper.yaml", "esc50.yaml", "diagnosis.yaml"}
+    assert {p.stem for p in (REPO / "params" / "profile").glob("*.yaml")} >= {"default", "paper", "esc50", "diagnosis"}
 
 
 def test_every_profile_builds_all_its_configs(params, tmp_path):
@@ -88,31 +89,50 @@ def test_every_small_architecture_of_the_default_profile_trains_one_step(tmp_pat
         assert moved > 0, arch
 
 
-PAPER_PROFILES = [p for p in PROFILES if p.parent.name == "params"]
+SIZE_KEYS = ("time_tokens",)  # model keys that pin a preset's size (dropped with it when shrinking)
 
 
-def test_every_architecture_of_every_paper_profile_builds_at_full_size_and_steps(tmp_path):
-    """The released sizes (~25–120 M parameters) are built once per distinct model section and take
-    one optimizer step on a batch of two at the profile's input shape. Pretrained weights are left
-    out (no network here); everything else is the profile's own config."""
-    seen = set()
-    for profile in PAPER_PROFILES:
-        run = _run(_common.load_params(profile), tmp_path)
+def _shrunk(section: dict) -> dict:
+    """The profile's model section at the small presets' depth (its other keys kept), for a step
+    that takes seconds on CPU; pretrained weights left out (no network in tests)."""
+    out = {k: v for k, v in section.items() if k not in SIZE_KEYS}
+    out["preset"] = "small"
+    if "pretrained" in out:
+        out["pretrained"] = None
+    if isinstance(out.get("backbone"), dict):
+        out["backbone"] = {**out["backbone"], "preset": "small"}
+    return out
+
+
+def _profile_runs(tmp_path):
+    from test_profiles import composed
+
+    return [(name, _run(composed(name), tmp_path)) for name in ("paper", "esc50", "diagnosis")]
+
+
+def test_every_architecture_of_every_paper_profile_builds_at_full_size(tmp_path):
+    """The released sizes are built once per architecture at the paper profile's input shape,
+    through the train stage's path (typed settings -> create_model), pretrained weights left out."""
+    run = _run(__import__("test_profiles").composed("paper"), tmp_path)
+    k = len(run.dataset.class_names)
+    for arch in run.architectures:
+        cfg = _model_config(run, arch, k)
+        if "pretrained" in cfg:
+            cfg["pretrained"] = None
+        n_params = sum(p.numel() for p in create_model(arch, cfg).parameters() if p.requires_grad)
+        small = create_model(arch, {"preset": "small", **{x: cfg[x] for x in ("num_classes", "n_frames", "n_mels")}})
+        n_small = sum(p.numel() for p in small.parameters() if p.requires_grad)
+        assert n_params > 2 * n_small, (arch, n_params, n_small)  # the paper sizes, not the small presets
+
+
+def test_every_architecture_of_every_paper_profile_trains_one_step(tmp_path):
+    """Each paper profile's model sections (loss, bias loss, backbone choice, ...) at the small depth
+    and the profile's own input shape take one optimizer step."""
+    for name, run in _profile_runs(tmp_path):
         k = len(run.dataset.class_names)
         for arch in run.architectures:
-            cfg = _model_config(run, arch, k)
-            if "pretrained" in cfg:
-                cfg["pretrained"] = None  # no network in tests: the architecture, randomly initialised
-            key = (arch, json.dumps(cfg, sort_keys=True, default=str))
-            if key in seen:
-                continue
-            seen.add(key)
-            model = create_model(arch, cfg)
-            n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            assert n_params > 5_000_000, (profile.name, arch, n_params)  # the paper sizes, not the small presets
-            assert _one_step(model, cfg["n_frames"], cfg["n_mels"], k) > 0, (profile.name, arch)
-            del model
-    assert {a for a, _ in seen} >= {"cnn6", "resnet50", "ast", "add4rsc_ast", "add4rsc_resnet50", "mrinet"}
+            cfg = {**_model_config(run, arch, k), **_shrunk(run.archs[arch].model)}
+            assert _one_step(create_model(arch, cfg), cfg["n_frames"], cfg["n_mels"], k) > 0, (name, arch)
 
 
 def test_namespaced_overrides_reach_their_own_config(tmp_path):
@@ -171,10 +191,12 @@ def test_tuned_values_are_applied_and_an_overridden_explicit_value_is_logged(tmp
 
 def test_train_defaults_has_no_dead_lr():
     """Every architecture sets its own lr, so a train.defaults.lr would never be used."""
-    for profile in PROFILES:
-        params = _common.load_params(profile)
-        assert "lr" not in params["train"]["defaults"], profile.name
-        assert all("lr" in (section.get("train") or {}) for section in params["arch"].values()), profile.name
+    from test_profiles import PROFILES as NAMES, composed
+
+    for name in NAMES:
+        params = composed(name)
+        assert "lr" not in params["train"]["defaults"], name
+        assert all("lr" in (section.get("train") or {}) for section in params["arch"].values()), name
 
 
 def test_evaluation_defaults_live_in_one_place(tmp_path):
