@@ -104,7 +104,7 @@ def test_jobs(workflow):
     assert set(gpu["runs-on"]) == {"self-hosted", "gpu"}
     assert "workflow_dispatch" in gpu["if"] and "inputs.paper" in gpu["if"]
     gpu_runs = [line for _, _, line in _run_lines({"jobs": {"gpu": gpu}})]
-    assert gpu_runs.index("cp params/paper.yaml params.yaml") < gpu_runs.index("dvc repro")
+    assert "dvc exp run -S profile=paper" in gpu_runs  # DVC composes the profile over params/base.yaml
 
 
 # ------------------------------------------------------------------------------- ci summary logic
