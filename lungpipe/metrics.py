@@ -257,13 +257,18 @@ def metrics_from_confusion(confusion, *, task: str = "icbhi",
 def bootstrap_intervals(labels, preds, patients=None, *, task: str = "icbhi",
                         num_classes: int | None = None, class_names: Sequence[str] | None = None,
                         n_resamples: int = 1000, seed: int = 0,
-                        ci_level: float = 0.95) -> dict[str, float | None]:
+                        ci_level: float = 0.95, runs=None) -> dict[str, float | None]:
     """Percentile bootstrap intervals for every scalar metric, resampling patients.
 
     Each resample draws as many patients as there are, with replacement, and pools all cycles
     of the drawn patients. ``patients`` gives each cycle's patient (any hashable values);
     ``None`` treats every cycle as its own patient (plain per-cycle bootstrap).
     Returns ``{"<metric>_ci_low": ..., "<metric>_ci_high": ...}``.
+
+    ``runs`` (optional, one value per cycle: e.g. the training seed that produced the prediction)
+    pools the predictions of several trainings: each resample then also draws the runs with
+    replacement (as many as there are), so the interval covers the training variance as well as
+    the patients. A cycle's weight in a resample is (draws of its run) × (draws of its patient).
 
     Vectorised: one confusion matrix per patient, multinomial draw counts per resample, and a
     single matrix product gives every resample's confusion matrix.
@@ -284,16 +289,31 @@ def bootstrap_intervals(labels, preds, patients=None, *, task: str = "icbhi",
         _, codes = np.unique(pat, return_inverse=True)
         codes = codes.reshape(-1)
     n_patients = int(codes.max()) + 1
+    if runs is None:
+        run_codes = np.zeros_like(codes)
+    else:
+        run_arr = np.asarray(runs)
+        if run_arr.ndim != 1 or run_arr.shape[0] != y.shape[0]:
+            raise ValueError(f"runs must give one run per cycle: {run_arr.shape[0] if run_arr.ndim else 0} "
+                             f"runs for {y.shape[0]} cycles")
+        _, run_codes = np.unique(run_arr, return_inverse=True)
+        run_codes = run_codes.reshape(-1)
+    n_runs = int(run_codes.max()) + 1
     kk = num_classes * num_classes
-    per_patient = np.bincount(codes * kk + y * num_classes + p, minlength=n_patients * kk)
-    per_patient = per_patient.reshape(n_patients, kk).astype(np.float64)
+    cells = (run_codes * n_patients + codes) * kk + y * num_classes + p
+    per_unit = np.bincount(cells, minlength=n_runs * n_patients * kk)
+    per_unit = per_unit.reshape(n_runs * n_patients, kk).astype(np.float64)  # (run, patient) → counts
 
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_resamples)
-    chunk = max(1, _CHUNK_VALUES // kk)
+    run_counts = (rng.multinomial(n_runs, np.full(n_runs, 1.0 / n_runs), size=n_resamples) if n_runs > 1
+                  else np.ones((n_resamples, 1), dtype=np.int64))
+    chunk = max(1, _CHUNK_VALUES // (kk * n_runs))
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, n_resamples, chunk):
-        cms = (counts[start:start + chunk] @ per_patient).reshape(-1, num_classes, num_classes)
+        stop = start + chunk
+        weights = (run_counts[start:stop, :, None] * counts[start:stop, None, :]).reshape(-1, n_runs * n_patients)
+        cms = (weights @ per_unit).reshape(-1, num_classes, num_classes)
         parts.append(_batch_metrics(cms, task, keys))
     samples = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
@@ -316,14 +336,15 @@ def bootstrap_intervals(labels, preds, patients=None, *, task: str = "icbhi",
 # --------------------------------------------------------------------------------------------
 def compute_metrics(labels, preds, *, task: str = "icbhi", num_classes: int | None = None,
                     class_names: Sequence[str] | None = None, patients=None,
-                    n_resamples: int = 0, seed: int = 0, ci_level: float = 0.95) -> dict:
+                    n_resamples: int = 0, seed: int = 0, ci_level: float = 0.95, runs=None) -> dict:
     """All metrics of a task as a JSON-ready dict (plain floats, ints, lists; ``None`` = undefined).
 
     ``labels``/``preds``: integer class indices 0..K-1 (K = ``num_classes``; 4 for ``icbhi``,
     inferred from ``class_names`` when given). ``class_names`` default to
     ``normal, crackle, wheeze, both`` (icbhi) or ``0..K-1`` (multiclass).
     With ``n_resamples > 0`` the dict also carries ``<metric>_ci_low``/``<metric>_ci_high`` from
-    :func:`bootstrap_intervals` over ``patients`` (seeded by ``seed``).
+    :func:`bootstrap_intervals` over ``patients`` (and ``runs``, when the predictions of several
+    trainings are pooled), seeded by ``seed``.
 
     Keys: the scalar metrics (see the module docstring), then metadata: ``task``,
     ``class_names``, ``num_classes``, ``confusion`` (K×K list, rows true / columns predicted),
@@ -337,7 +358,7 @@ def compute_metrics(labels, preds, *, task: str = "icbhi", num_classes: int | No
     if n_resamples > 0:
         result.update(bootstrap_intervals(labels, preds, patients, task=task, num_classes=num_classes,
                                           class_names=names, n_resamples=n_resamples, seed=seed,
-                                          ci_level=ci_level))
+                                          ci_level=ci_level, runs=runs))
         result.update(n_resamples=int(n_resamples), ci_level=float(ci_level), seed=int(seed))
     if patients is not None:
         result["n_patients"] = len(np.unique(np.asarray(patients)))

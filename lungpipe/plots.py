@@ -92,20 +92,28 @@ def plot_curves(history: Mapping[str, Sequence[float | None]], path: str | os.Pa
     others = {k: v for k, v in history.items() if k not in losses}
     panels = [(group, label) for group, label in ((losses, "loss"), (others, "value")) if group]
 
-    fig = _new_figure(5.5 * len(panels), 4.0)
+    # readable at the report's width: 7.5 x 5 in per panel, 11-13 pt text, the legend below
+    # the axes when it has many entries
+    n_series = max(len(group) for group, _ in panels)
+    fig = _new_figure(7.5 * len(panels), 5.0 + 0.22 * max(0, n_series - 4))
     for index, (group, ylabel) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, len(panels), index)
         for name, values in group.items():
             series = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
             epochs = np.arange(1, series.size + 1)
-            ax.plot(epochs, series, marker="o" if series.size <= 30 else None, markersize=3, label=name)
-        ax.set_xlabel("epoch")
+            ax.plot(epochs, series, marker="o" if series.size <= 30 else None, markersize=4, linewidth=1.8,
+                    label=name)
+        ax.set_xlabel("epoch", fontsize=12)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel, fontsize=12)
+        ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if len(group) > 4:
+            ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+        else:
+            ax.legend(fontsize=10)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=13)
     return _save(fig, path)
 
 

@@ -31,32 +31,95 @@ class TrackingUnavailableError(LungpipeError):
 
 
 def resolve_tracking_uri(repo_root: str | os.PathLike | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs repo_root>/mlflow.db``."""
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs user repo>/mlflow.db``.
+
+    ``dvc exp run --temp`` and ``--queue`` run the pipeline in a copy of the repository at
+    ``<repo>/.dvc/tmp/exps/[standalone/]tmpXXXX`` that is deleted afterwards; from inside such a copy
+    the store is the ORIGINAL repository's ``mlflow.db`` (DVC also sets ``DVC_ROOT`` to it in both
+    modes, but the path is what this relies on)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    root = Path(repo_root or Path.cwd()).resolve()
+    root = user_repo_root(Path(repo_root or Path.cwd()))
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def user_repo_root(repo_root: Path) -> Path:
+    """The user's repository: ``repo_root`` itself, or the repository that holds it when
+    ``repo_root`` is a DVC experiment copy under ``<repo>/.dvc/tmp/exps/``."""
+    root = Path(repo_root).resolve()
+    for parent in root.parents:
+        if parent.name == "exps" and parent.parent.name == "tmp" and parent.parent.parent.name == ".dvc":
+            return parent.parent.parent.parent
+    return root
+
+
+#: MLflow's HTTP retry settings unless the user set them: 3 retries, back-off 1 s (1 + 2 + 4 s), 30 s
+#: per request, so a server that answers 5xx stops a run in well under a minute, not 4 (MLflow's
+#: defaults: 7 retries, factor 2, 120 s).
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: A cheap read of the tracking API (not /health): a half-broken server answers /health but not this.
+API_PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+
+
+def bound_http_retries() -> None:
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with a clear error when an HTTP tracking server does not answer.
+    """Fail fast with a clear error when an HTTP tracking server does not answer, or answers its
+    health check but not its API (5xx, or 401/403 without credentials).
 
     Local stores (sqlite, file paths) need no check. Called before training starts, so a wrong
     URI does not cost hours of training whose log is then lost.
     """
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    base = uri.rstrip("/")
+    fix = "Start or repair it (mlflow server …), fix MLFLOW_TRACKING_URI, or unset it to log into the local sqlite store."
+    for route in ("/health", API_PROBE):
+        try:
+            with urllib.request.urlopen(base + route, timeout=timeout):
+                pass
+        except urllib.error.HTTPError as exc:
+            if route == API_PROBE and exc.code < 500 and exc.code not in (401, 403):
+                continue  # e.g. 404 RESOURCE_DOES_NOT_EXIST: the API works
+            raise TrackingUnavailableError(
+                f"MLflow server at {uri} answered HTTP {exc.code} on {route.split('?')[0]}. {fix}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingUnavailableError(f"cannot reach the MLflow tracking server at {uri} ({exc}). {fix}") from exc
+
+
+def warn_if_shared_sqlite(uri: str) -> None:
+    """Several processes logging into one SQLite file can fail with "database is locked"."""
+    if uri.startswith("sqlite:"):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "MLflow logs into the SQLite file %s; several workers writing it at once can fail with "
+            "'database is locked'. For parallel workers run a tracking server and point every worker at it: %s",
+            uri, SERVER_HINT)
+
+
+SERVER_HINT = ("mlflow server --backend-store-uri postgresql://…/mlflow --artifacts-destination /shared/mlartifacts "
+               "--port 5000, then MLFLOW_TRACKING_URI=http://<host>:5000")
+
+
+@contextlib.contextmanager
+def explain_sqlite_lock(uri: str) -> Iterator[None]:
+    """Turn SQLite's "database is locked" (several writers on one store file) into an error that
+    names the store and says to use a tracking server."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            if resp.status >= 400:
-                raise TrackingUnavailableError(f"MLflow server at {uri} answered HTTP {resp.status} on /health")
-    except (urllib.error.URLError, OSError) as exc:
-        raise TrackingUnavailableError(
-            f"cannot reach the MLflow tracking server at {uri} ({exc}). Start it (mlflow server …), "
-            f"fix MLFLOW_TRACKING_URI, or unset it to log into the local sqlite store."
-        ) from exc
+        yield
+    except Exception as exc:
+        if uri.startswith("sqlite:") and "database is locked" in str(exc):
+            raise TrackingUnavailableError(
+                f"the MLflow store {uri} is locked by another process writing it (\"database is locked\"): "
+                f"one SQLite file does not take several parallel writers. Use a tracking server instead: {SERVER_HINT}"
+            ) from exc
+        raise
 
 
 def git_commit(repo_root: str | os.PathLike | None = None) -> str:
@@ -91,9 +154,11 @@ def setup(uri: str, experiment: str):
     """Point mlflow at ``uri`` (checked first) and select/create ``experiment``."""
     import mlflow
 
+    bound_http_retries()
     check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    with explain_sqlite_lock(uri):
+        mlflow.set_experiment(experiment)
     return mlflow
 
 
@@ -112,7 +177,7 @@ def start_run(
         else:
             kwargs["parent_run_id"] = parent_run_id  # another worker process joins the parent
             kwargs["nested"] = False
-    with mlflow.start_run(**kwargs) as run:
+    with explain_sqlite_lock(uri), mlflow.start_run(**kwargs) as run:
         if tags:
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
         if params:

@@ -190,6 +190,7 @@ class RunConfig:
     frontends: dict[str, Any]  # name -> lungpipe.features.PreprocessConfig
     architectures: tuple[str, ...]
     archs: dict[str, ArchSettings]  # every arch.<name> section, tuned values applied for the trained ones
+    base_archs: dict[str, ArchSettings]  # the same from params.yaml alone (what tuning starts from)
     seeds: tuple[int, ...]
     folds: tuple[str, ...]  # data.folds as the stage names use them ("official", "1", ...)
     tuning: Any  # lungpipe.tuning.TuningConfig
@@ -243,9 +244,13 @@ def build_run_config(params: Mapping[str, Any], manifest_csv: str | os.PathLike 
         raise ConfigError("frontends: no frontend is defined; add at least one (see frontends.small in the default params.yaml)")
     arch_sections = _section(params, "arch")
     architectures = _name_list(params, "train.architectures", arch_sections, "architecture")
-    archs = {}
+    if sorted(architectures) != sorted(arch_sections):
+        raise ConfigError(f"train.architectures {list(architectures)} must list exactly the architectures of the arch "
+                          f"section {sorted(arch_sections)}: dvc.yaml trains every arch.<name> (remove an arch "
+                          "section to stop training it)")
+    archs, base_archs = {}, {}
     for arch in arch_sections:
-        settings = arch_settings(params, arch)
+        settings = base_archs[arch] = arch_settings(params, arch)
         if arch in architectures:
             tuned = tuned_overrides(params, arch, announce=announce_tuned)
             try:
@@ -268,7 +273,7 @@ def build_run_config(params: Mapping[str, Any], manifest_csv: str | os.PathLike 
         if not space:
             raise ConfigError(f"tuning.space.{arch}: empty or missing, but {arch} is in tuning.architectures; "
                               "give it a search space or remove it from tuning.architectures")
-        spaces[arch] = parse_space(arch, space, archs[arch])
+        spaces[arch] = parse_space(arch, space, base_archs[arch])
     folds = _lookup(params, "data.folds")
     folds = ["official"] if folds is _MISSING else folds
     return RunConfig(
@@ -276,6 +281,7 @@ def build_run_config(params: Mapping[str, Any], manifest_csv: str | os.PathLike 
         frontends=frontends,
         architectures=architectures,
         archs=archs,
+        base_archs=base_archs,
         seeds=_int_list(params, "train.seeds", [0]),
         folds=tuple(str(f) for f in folds),
         tuning=tuning,

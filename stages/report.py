@@ -1,11 +1,12 @@
-"""DVC stage report: every architecture's latest MLflow runs compared in report/ (index.html,
-summary.md for CI, summary.json, PNG figures)."""
+"""DVC stage report: every architecture's pipeline outputs (metrics/, models/, tuned/) compared in
+report/ (index.html, summary.md for CI, summary.json, PNG figures), and the DVC overlay plot
+plots/validation_curves.csv (every architecture's validation curve)."""
 
 from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, load_run_config, path, report_errors
+from _common import load_run_config, path, report_errors
 
 
 @report_errors
@@ -16,11 +17,11 @@ def main() -> None:
     _, run = load_run_config()
 
     from lungpipe.report import build_report
-    from lungpipe.tracking import resolve_tracking_uri
 
-    data = build_report(path(args.out), tracking_uri=resolve_tracking_uri(ROOT), experiment=run.experiment)
-    best = ", ".join(s.architecture for s in data.summaries if s.best) or "none"
-    print(f"report: {len(data.summaries)} architecture(s) in {path(args.out) / 'index.html'}; best: {best}")
+    data = build_report(path(args.out), root=path("."), architectures=list(run.archs),
+                        overlay_csv=path("plots/validation_curves.csv"))
+    best = ", ".join(a.display_name for a in data.archs if a.best) or "none"
+    print(f"report: {len(data.archs)} architecture(s) in {path(args.out) / 'index.html'}; best: {best}")
 
 
 if __name__ == "__main__":

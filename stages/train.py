@@ -1,9 +1,11 @@
-"""DVC stage train@<arch>-<fold>: train one architecture on one fold, for every seed in params.
+"""DVC stage train@<arch>: train one architecture on every fold of ``data.folds`` (or one, with
+``--fold``), for every seed in ``train.seeds``.
 
-Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, ...} and resumable
-checkpoints under checkpoints/<arch>/<fold>/seed<k>/ (persisted by DVC). Every seed is an MLflow run.
-The stage holds checkpoints/<arch>/<fold>/train.lock while it trains: a second trainer of the same
-fold (say, a new `dvc repro` while the trainer of a killed one still runs) refuses to start.
+Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, config.json,
+run_summary.json, ...} and resumable checkpoints under checkpoints/<arch>/<fold>/seed<k>/
+(persisted by DVC). Every seed is an MLflow run. The stage holds checkpoints/<arch>/train.lock
+while it trains: a second trainer of the same architecture (say, a new `dvc repro` while the
+trainer of a killed one still runs) refuses to start and names the PID that holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from _common import ROOT, load_run_config, path, report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
-    ap.add_argument("--fold", default="official")
+    ap.add_argument("--fold", default=None, help="train only this fold (default: every fold of data.folds)")
     args = ap.parse_args()
     _, run = load_run_config(announce_tuned=True)
 
@@ -29,34 +31,36 @@ def main() -> None:
     if args.arch not in run.architectures:
         raise ConfigError(f"train.architectures: {args.arch!r} is not listed ({', '.join(run.architectures)}); "
                           "add it there to train it")
-    if args.fold not in run.folds:
+    if args.fold is not None and str(args.fold) not in run.folds:
         raise ConfigError(f"data.folds: fold {args.fold!r} is not listed ({', '.join(run.folds)})")
+    folds = [str(args.fold)] if args.fold is not None else list(run.folds)
     settings = run.archs[args.arch]
     info = run.dataset
-    out_root = ensure_writable(path(f"models/{args.arch}/{args.fold}"))
-    checkpoints = ensure_writable(path(f"checkpoints/{args.arch}/{args.fold}"))
+    out_root = ensure_writable(path(f"models/{args.arch}"))
+    checkpoints = ensure_writable(path(f"checkpoints/{args.arch}"))
     uri = resolve_tracking_uri(ROOT)
     with FolderLock(checkpoints):
         check_tracking_server(uri)  # fail before training, not after hours
-        features = path(f"data/features/{settings.frontend}")
-        if args.fold != "official":
-            features = features / f"fold{args.fold}"
-        for seed in run.seeds:
-            run_training(TrainJob(
-                settings=settings,
-                features_dir=features,
-                out_dir=out_root / f"seed{seed}",
-                checkpoint_dir=checkpoints / f"seed{seed}",
-                seed=seed,
-                dataset=info.name,
-                fold=args.fold,
-                metric_task=info.metric_task,
-                class_names=list(info.class_names),
-                tracking_uri=uri,
-                experiment=run.experiment,
-                tags={"dvc_stage": f"train@{args.arch}-{args.fold}"},
-                n_boot=run.evaluation.n_boot,
-            ))
+        for fold in folds:
+            features = path(f"data/features/{settings.frontend}")
+            if fold != "official":
+                features = features / f"fold{fold}"
+            for seed in run.seeds:
+                run_training(TrainJob(
+                    settings=settings,
+                    features_dir=features,
+                    out_dir=out_root / fold / f"seed{seed}",
+                    checkpoint_dir=checkpoints / fold / f"seed{seed}",
+                    seed=seed,
+                    dataset=info.name,
+                    fold=fold,
+                    metric_task=info.metric_task,
+                    class_names=list(info.class_names),
+                    tracking_uri=uri,
+                    experiment=run.experiment,
+                    tags={"dvc_stage": f"train@{args.arch}"},
+                    n_boot=run.evaluation.n_boot,
+                ))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """DVC stage tune@<arch>: an Optuna study on the validation metric; best params → tuned/<arch>.yaml.
 
 The study lives in optuna/<arch>/ (a journal file by default, persisted by DVC), so re-running the
-stage continues it. More workers can join: `lungpipe tune worker --storage … --study …`.
-Search-space and tuned keys are namespaced: train.<field>, augment.<field>, model.<field>.
+stage continues it; its name ends in a hash of the search space, base settings, data version and
+metric, so changing any of them starts a new study (the old one stays in the storage).
+tuned/<arch>.yaml records which study produced it. More workers can join:
+`lungpipe tune worker --storage … --study …`. Search-space and tuned keys are namespaced:
+train.<field>, augment.<field>, model.<field>.
 """
 
 from __future__ import annotations
@@ -20,37 +23,39 @@ def main() -> None:
     _, run = load_run_config()
 
     from lungpipe import atomic
-    from lungpipe.config import ConfigError, to_dict
-    from lungpipe.metrics import resolve_metric
-    from lungpipe.tracking import resolve_tracking_uri
-    from lungpipe.tuning import TuneJob, make_storage, run_study
 
     if args.arch not in run.tuning_spaces:
-        raise ConfigError(f"tuning.architectures: {args.arch!r} is not listed "
-                          f"({', '.join(run.tuning_architectures) or 'empty'})")
+        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
+        atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
+            "study": None, "best_value": None, "best_params": {},
+            "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
+        atomic.write_text(path(f"optuna/{args.arch}/README.txt"), "No study: this architecture is not tuned.\n")
+        print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
+        return
+
+    from lungpipe.metrics import resolve_metric
+    from lungpipe.tracking import resolve_tracking_uri
+    from lungpipe.tuning import TuneJob, make_storage, redact_url, run_study, study_name_for, tuned_record
+
     cfg = run.tuning
-    settings = run.archs[args.arch]
+    settings = run.base_archs[args.arch]  # tuning starts from params.yaml's values, not an earlier study's
     info = run.dataset
     out_dir = path(f"optuna/{args.arch}")
     storage = make_storage(cfg.storage, default_path=out_dir / "study.log", heartbeat_interval=cfg.heartbeat_interval)
-    study_name = f"{run.experiment}-{args.arch}"
+    storage_label = redact_url(cfg.storage) if cfg.storage else f"optuna/{args.arch}/study.log"
     features = path(f"data/features/{settings.frontend}")
     if info.folds:  # cross-validation: tune on the first fold's training folds (its test fold stays unseen)
         features = features / f"fold{info.folds[0]}"
     job = TuneJob(
-        arch=args.arch, settings=to_dict(settings),
-        space={key: to_dict(p) for key, p in run.tuning_spaces[args.arch].items()}, features_dir=str(features),
+        settings=settings, space=run.tuning_spaces[args.arch], features_dir=str(features),
         dataset=info.name, metric_task=info.metric_task, class_names=list(info.class_names),
         tracking_uri=resolve_tracking_uri(ROOT), experiment=run.experiment,
     )
+    study_name, identity = study_name_for(run.experiment, job, cfg)
+    print(f"study {study_name} in {storage_label}")
     result = run_study(job, cfg, storage, study_name, plots_dir=out_dir)
-    atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
-        "study": study_name,
-        "metric": f"val_{resolve_metric(cfg.metric, info.metric_task, 'tuning.metric')}",
-        "best_value": result.best_value,
-        "best_params": result.best_params,
-        "trials": {"complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed},
-    })
+    metric = resolve_metric(cfg.metric, info.metric_task, "tuning.metric")
+    atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), tuned_record(result, identity, storage_label, metric))
 
 
 if __name__ == "__main__":

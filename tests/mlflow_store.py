@@ -4,8 +4,17 @@ API exactly as the train and tune stages log them (no training needed)."""
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +43,50 @@ def fresh_db(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_TEMPLATE[0], path)
     return f"sqlite:///{path}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, *, workers: int = 1,
+                  timeout: float = 180) -> Iterator[str]:
+    """A real ``mlflow server`` (``backend_uri`` store, artifacts proxied into ``artifacts``) on a
+    free local port; yields its URL once /health answers; stops its whole process group after."""
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115 - open for the server's whole life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts), "--workers", str(workers)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=log_path.parent,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job workers
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                raise RuntimeError(f"mlflow server did not become healthy:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield uri
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
 
 
 @dataclass

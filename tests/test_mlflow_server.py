@@ -3,20 +3,14 @@ the client; and a tracking URI that does not answer stops training before its fi
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from featuredir import write_feature_dir
-from mlflow_store import fresh_db
+from mlflow_store import free_port, fresh_db
+from mlflow_store import mlflow_server as start_mlflow_server
 
 from lungpipe.tracking import TrackingUnavailableError, resolve_tracking_uri
 from lungpipe.training.job import TrainJob, run_training
@@ -24,12 +18,6 @@ from lungpipe.training.job import TrainJob, run_training
 REPO = Path(__file__).resolve().parents[1]
 N_FRAMES, N_MELS, EPOCHS = 32, 16, 2
 CLASSES = ["normal", "crackle", "wheeze", "both"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _settings():
@@ -60,7 +48,7 @@ def restore_mlflow_uri():
 
 
 def test_unreachable_server_stops_training_before_the_first_epoch(tmp_path, monkeypatch, restore_mlflow_uri):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     features = write_feature_dir(tmp_path / "features", n_train=32, n_test=16, n_frames=N_FRAMES, n_mels=N_MELS)
     epochs: list[int] = []
@@ -72,41 +60,11 @@ def test_unreachable_server_stops_training_before_the_first_epoch(tmp_path, monk
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """`mlflow server` on a free local port, stopped (its whole process group) afterwards."""
-    port = _free_port()
+    """`mlflow server` (SQLite backend, proxied artifacts) on a free local port."""
     db = tmp_path / "server" / "mlflow.db"
     fresh_db(db)
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(tmp_path / "server" / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job workers
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow server did not become healthy:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+    with start_mlflow_server(f"sqlite:///{db}", tmp_path / "server" / "artifacts", tmp_path / "server.log") as uri:
         yield uri
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.slow

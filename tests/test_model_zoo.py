@@ -90,3 +90,40 @@ def test_save_and_reload_gives_identical_outputs(name):
     x = torch.randn(2, 1, N_FRAMES, N_MELS)
     with torch.no_grad():
         assert torch.equal(model(x), clone(x))
+
+
+# --- registry helpers the engine and the report use --------------------------------------------
+
+
+def test_channels_last_marks_the_cnns_and_keeps_outputs(name):
+    from lungpipe.models import channels_last_modules, to_channels_last
+
+    model = _small(name).eval()
+    x = torch.randn(2, 1, N_FRAMES, N_MELS)
+    with torch.no_grad():
+        before = model(x)
+    parts = channels_last_modules(model)
+    cnn = name in ("cnn6", "resnet50", "mrinet", "add4rsc_resnet50")
+    assert bool(parts) == cnn, [type(p).__name__ for p in parts]
+    assert to_channels_last(model) == len(parts)
+    for part in parts:
+        conv = next(m for m in part.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-4)
+
+
+def test_every_preset_has_an_honest_one_line_summary(name):
+    import re
+
+    from lungpipe.cli.models import parameter_count
+    from lungpipe.config import ConfigError
+    from lungpipe.models import get_spec, preset_summary
+
+    for preset in get_spec(name).presets:
+        line = preset_summary(name, preset)
+        assert line.startswith(f"{name} {preset} preset: ") and "\n" not in line
+        for stated in re.findall(r"(\d+(?:\.\d+)?) M\b", line):  # a size it states is the real one
+            assert float(stated) == round(parameter_count(name, preset) / 1e6, 1), line
+    with pytest.raises(ConfigError, match="no preset 'huge'"):
+        preset_summary(name, "huge")

@@ -316,7 +316,7 @@ def test_presets_resolve_through_the_registry():
 @pytest.mark.parametrize(
     "name,backbone,overrides",
     [
-        # AST-base over the 1024×256 grid (25 × 101 patches) is ~0.7 TFLOP at 12 layers, tens of
+        # AST-base over the 1024×256 grid (16 × 64 patches) is ~0.2 TFLOP at 12 layers, seconds of
         # seconds on two CPU cores: the test keeps the paper geometry and width with one layer.
         ("add4rsc_ast", "ast", {"backbone": {"num_layers": 1}}),
         ("add4rsc_resnet50", "resnet50", {}),
@@ -333,4 +333,72 @@ def test_paper_preset_forward_at_batch_one(name, backbone, overrides):
     assert out.shape == (1, 4)
     assert torch.isfinite(out).all()
     if backbone == "ast":
-        assert model.backbone.backbone.grid == (25, 101)  # built for the resized 1024 × 256 input
+        # the release's AST patches the resized 1024 × 256 input with stride 16 in both axes
+        assert model.backbone.backbone.grid == (16, 64)
+
+
+# ---------------------------------------------------------------- the release's settings
+
+
+def test_add4rsc_ast_paper_backbone_has_1024_patches_of_stride_16():
+    cfg = resolve_config("add4rsc_ast", {"preset": "paper"})
+    assert cfg.pos_embed == "random" and cfg.backbone["frequency_stride"] == cfg.backbone["time_stride"] == 16
+    with torch.device("meta"):
+        model = create_model("add4rsc_ast", {"preset": "paper"})
+    ast = model.backbone.backbone
+    assert ast.grid == (16, 64)
+    assert ast.ast.embeddings.position_embeddings.shape == (1, 2 + 1024, 768)
+    # ADD4RSC with ResNet50 keeps the plain ResNet50 preset (no strides to set)
+    assert resolve_config("add4rsc_resnet50", {"preset": "paper"}).backbone == {"preset": "paper"}
+
+
+def test_ddl_initialisation_is_the_releases():
+    torch.manual_seed(0)
+    attn = MultiHeadDifferentialAttention(d_model=256, num_heads=8, lambda_init=0.7)
+    # kaiming_uniform_ defaults: gain √2 (leaky_relu, a=0), fan_in = head width 32 → U(±√(6/32))
+    bound = math.sqrt(6 / 32)
+    for lam in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2):
+        assert lam.abs().max() <= bound and lam.abs().max() > 0.9 * bound
+        assert abs(lam.std().item() - bound / math.sqrt(3)) < 0.03  # uniform, not N(0, 0.1²)
+    for proj, (fan_out, fan_in) in (
+        (attn.q_proj, (512, 256)), (attn.k_proj, (512, 256)), (attn.v_proj, (512, 256)), (attn.out_proj, (256, 512))
+    ):
+        xavier = math.sqrt(6 / (fan_in + fan_out))
+        assert proj.weight.shape == (fan_out, fan_in)
+        assert proj.weight.abs().max() <= xavier and proj.weight.abs().max() > 0.95 * xavier
+
+
+def test_main_loss_is_the_criterion_the_engine_passes():
+    model = _model().eval()
+    x, y = torch.randn(4, 1, 64, 32), torch.tensor([0, 1, 2, 3])
+    weights = torch.tensor([1.0, 5.0, 0.2, 3.0])
+    plain = model.training_loss(x, y, F.cross_entropy)
+    weighted = model.training_loss(x, y, lambda logits, t: F.cross_entropy(logits, t, weight=weights))
+    assert torch.allclose(plain.parts["ce"], F.cross_entropy(plain.logits, y))
+    assert torch.allclose(weighted.parts["ce"], F.cross_entropy(weighted.logits, y, weight=weights))
+    beta = model.cfg.loss_beta
+    assert torch.allclose(plain.loss, beta * plain.parts["bias"] + (1 - beta) * plain.parts["ce"])
+
+
+def test_pretrained_under_backbone_is_refused_with_the_key_to_use():
+    with pytest.raises(ConfigError, match="model.pretrained instead of model.backbone.pretrained"):
+        resolve_config("add4rsc_ast", {"preset": "small", "backbone": {"pretrained": "x.pt"}}).validate()
+    with pytest.raises(ConfigError, match="pos_embed"):
+        _model(pos_embed="learned")
+
+
+def test_both_softmax_maps_go_through_sdpa(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(q, k, v, *args, **kwargs):
+        calls.append(tuple(q.shape))
+        return real(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    torch.manual_seed(0)
+    attn = MultiHeadDifferentialAttention(d_model=24, num_heads=3, lambda_init=0.5)
+    x = torch.randn(2, 9, 24)
+    out = attn(x)
+    assert calls == [(2, 3, 9, 8), (2, 3, 9, 8)]  # Q1K1 and Q2K2, head width 8, per head
+    assert torch.allclose(out, _explicit_diff_attention(attn, x), atol=1e-5)

@@ -329,3 +329,87 @@ def test_pooling_defaults_and_bad_value():
     assert resolve_config("ast", {"preset": "small"}).pooling == "max"
     with pytest.raises(ConfigError, match="pooling must be one of"):
         _small(pooling="cls")
+
+
+# --- the authors' checkpoints: the AST repository's file and the hub layout, into AST and ADD4RSC
+
+
+def _original_repo_checkpoint(tmp_path, source: ASTClassifier):
+    """A tiny stand-in for ``audioset_10_10_0.4593.pth``: DataParallel(ASTModel) keys under
+    ``module.v.`` and the 527-class ``module.mlp_head.`` (LayerNorm, Linear)."""
+    saved = {k: v.clone() for k, v in source.backbone.ast.state_dict().items()}
+    state = _timm_keys(saved)
+    state["module.mlp_head.0.weight"] = torch.ones(64)
+    state["module.mlp_head.0.bias"] = torch.zeros(64)
+    state["module.mlp_head.1.bias"] = torch.zeros(527)
+    path = tmp_path / "audioset_10_10_0.4593.pth"
+    torch.save(state, path)
+    return path, saved
+
+
+def _add4rsc(pretrained: str, **extra) -> torch.nn.Module:
+    torch.manual_seed(7)
+    return create_model(
+        "add4rsc_ast",
+        {"preset": "small", "n_frames": 128, "n_mels": 64, "time_tokens": 128, "pretrained": pretrained, **extra},
+    )
+
+
+def _assert_named_tensors_arrived(ast_module, saved: dict[str, torch.Tensor]) -> None:
+    loaded = ast_module.state_dict()
+    for key in ("embeddings.cls_token", "embeddings.patch_embeddings.projection.weight",
+                "layers.0.attention.q_proj.weight", "layers.1.attention.v_proj.bias", "layers.1.mlp.fc2.weight",
+                "layernorm.weight"):
+        assert torch.equal(loaded[key], saved[key]), key
+
+
+def test_original_ast_repository_file_loads_into_ast_and_add4rsc(tmp_path):
+    path, saved = _original_repo_checkpoint(tmp_path, _small(n_frames=160))
+    ast = _small(pretrained=str(path))
+    _assert_loaded(ast, saved, (4, 10), (4, 8))
+    # ADD4RSC's backbone, through its top-level pretrained; the release leaves positions random
+    model = _add4rsc(str(path))
+    backbone = model.backbone.backbone.ast
+    _assert_named_tensors_arrived(backbone, saved)
+    fresh = _add4rsc("none").backbone.backbone.ast
+    assert torch.equal(backbone.embeddings.position_embeddings, fresh.embeddings.position_embeddings)
+    # pos_embed: interpolated takes the checkpoint's embedding, adapted to the 4 × 8 grid
+    adapted = _add4rsc(str(path), pos_embed="interpolated").backbone.backbone.ast
+    expected = adapt_position_embedding(saved[POS], (4, 10), (4, 8))
+    assert torch.equal(adapted.embeddings.position_embeddings, expected)
+
+
+def test_hub_layout_folder_loads_into_ast_and_add4rsc(tmp_path):
+    from transformers import ASTForAudioClassification, ASTModel
+
+    cfg = _small().backbone.ast.config
+    cfg.num_labels = 527
+    torch.manual_seed(3)
+    classifier = ASTForAudioClassification(cfg)  # MIT/ast-finetuned-audioset-10-10-0.4593's layout
+    classifier.save_pretrained(tmp_path / "ast-finetuned-audioset-10-10-0.4593")
+    saved = classifier.audio_spectrogram_transformer.state_dict()
+    bare = ASTModel(cfg)  # a save_pretrained folder of ASTModel itself
+    bare.save_pretrained(tmp_path / "ast-model")
+    for folder, weights in (("ast-finetuned-audioset-10-10-0.4593", saved), ("ast-model", bare.state_dict())):
+        _assert_named_tensors_arrived(_small(pretrained=str(tmp_path / folder)).backbone.ast, weights)
+        _assert_named_tensors_arrived(_add4rsc(str(tmp_path / folder)).backbone.backbone.ast, weights)
+
+
+def test_missing_or_unreadable_pretrained_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(PretrainedNotFoundError, match="audioset_10_10_0.4593.pth"):
+        _add4rsc(str(tmp_path / "audioset_10_10_0.4593.pth"))
+    garbage = tmp_path / "broken.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(PretrainedError, match="broken.pth"):
+        _add4rsc(str(garbage))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_attention_implementation_is_set_and_numerically_equal(attention):
+    model = _small(attention=attention).eval()
+    assert model.backbone.ast.config._attn_implementation == attention
+    reference = _small(attention="eager").eval()
+    x = torch.randn(2, 1, 128, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-5)
+    assert resolve_config("ast", {"preset": "paper"}).attention == "sdpa"

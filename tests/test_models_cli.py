@@ -15,7 +15,9 @@ def test_parameter_count_builds_without_pretrained_weights_on_meta():
     # AST-base at 798 × 128 with a 4-class head (derivation in test_models_ast.py).
     assert parameter_count("ast", "paper") == 85_989_124
     assert parameter_count("resnet50", "paper") == 23_509_956
-    assert parameter_count("cnn6", "paper") == 4_569_284
+    assert parameter_count("cnn6", "paper") == 4_306_372  # patch-mix CL's CNN6 (no bn0, no fc1)
+    assert parameter_count("cnn6", "panns") == 4_569_284
+    assert parameter_count("mrinet", "paper") == 119_733_980
 
 
 def test_models_list_shows_every_registered_architecture():

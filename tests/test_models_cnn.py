@@ -135,27 +135,67 @@ def test_resnet_missing_checkpoint_is_an_error(tmp_path):
 # --- CNN6 -------------------------------------------------------------------------------------
 
 
-def _cnn6_reference_count(n_mels: int, channels, embed: int, classes: int) -> int:
-    """PANNs CNN6: bn0 over mel bins, 5×5 convs without bias + BN, fc1 (with bias), head."""
-    total = 2 * n_mels
+def _cnn6_reference_count(n_mels: int, channels, embed: int, classes: int, bn0: bool = True) -> int:
+    """CNN6: bn0 over mel bins (PANNs only), 5×5 convs without bias + BN, fc1 (with bias; embed 0:
+    none, as patch-mix CL), head."""
+    total = 2 * n_mels if bn0 else 0
     cin = 1
     for c in channels:
         total += 25 * cin * c + 2 * c
         cin = c
-    return total + cin * embed + embed + embed * classes + classes
+    if embed:
+        total += cin * embed + embed
+        cin = embed
+    return total + cin * classes + classes
 
 
-def test_cnn6_paper_preset_parameter_count():
+def test_cnn6_panns_preset_parameter_count():
     # PANNs' CNN6 (64 mel bins, 527 AudioSet classes) is published as 4.8 M parameters.
     panns = _cnn6_reference_count(64, [64, 128, 256, 512], 512, 527)
     assert panns == 4_837_455 and abs(panns - 4.8e6) / 4.8e6 < 0.05
     with torch.device("meta"):
-        as_panns = create_model("cnn6", {"preset": "paper", "n_mels": 64, "num_classes": 527})
-        model = create_model("cnn6", {"preset": "paper", "num_classes": 4})
+        as_panns = create_model("cnn6", {"preset": "panns", "n_mels": 64, "num_classes": 527})
+        model = create_model("cnn6", {"preset": "panns", "num_classes": 4})
     assert count_parameters(as_panns) == panns
     reference = _cnn6_reference_count(128, [64, 128, 256, 512], 512, 4)
     assert reference == 4_569_284
     assert count_parameters(model) == reference
+
+
+def test_cnn6_paper_preset_is_patch_mix_cnn6():
+    with torch.device("meta"):
+        model = create_model("cnn6", {"preset": "paper", "num_classes": 4})
+    # no input BatchNorm, no fc1: four conv blocks and a 512 → 4 head
+    reference = _cnn6_reference_count(128, [64, 128, 256, 512], 0, 4, bn0=False)
+    assert reference == 4_306_372
+    assert count_parameters(model) == reference
+    assert model.backbone.bn0 is None and model.backbone.fc1 is None and model.backbone.feature_dim == 512
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    assert model.backbone.prefers_channels_last
+
+
+def test_cnn6_paper_preset_feeds_the_pooled_map_to_the_head():
+    torch.manual_seed(0)
+    model = create_model("cnn6", {"preset": "paper", "n_frames": 64, "n_mels": 32, "channels": [4, 8, 8, 8]}).eval()
+    x = torch.randn(2, 1, 64, 32) * 3 + 1
+    with torch.no_grad():
+        h = x  # no bn0: the first conv sees the input as it is
+        for block in model.backbone.blocks:
+            h = block(h)
+        per_time = h.mean(dim=3)
+        expected = model.head(per_time.amax(dim=2) + per_time.mean(dim=2))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_panns_checkpoint_loads_into_the_paper_cnn6_without_bn0_and_fc1(tmp_path):
+    checkpoint, ours = _panns_checkpoint()
+    torch.save(checkpoint, tmp_path / "Cnn6_mAP=0.343.pth")
+    model = create_model("cnn6", {"preset": "paper", "n_frames": 64, "n_mels": 64, "channels": [8, 16, 32, 64],
+                                  "pretrained": str(tmp_path / "Cnn6_mAP=0.343.pth")})
+    loaded = model.backbone.state_dict()
+    assert not any(k.startswith(("bn0.", "fc1.")) for k in loaded)
+    for key in loaded:
+        assert torch.equal(loaded[key], ours[key]), key
 
 
 def test_cnn6_paper_forward_shape():

@@ -145,9 +145,9 @@ def test_namespaced_overrides_reach_their_own_config(tmp_path):
     assert model_side.model["label_smoothing"] == 0.3 and model_side.train.label_smoothing == base.train.label_smoothing
     train_side = with_overrides(base, {"train.label_smoothing": 0.2})
     assert train_side.train.label_smoothing == 0.2 and "label_smoothing" not in train_side.model
-    both = with_overrides(base, {"train.lr": 3e-4, "augment.time_mask_width": 7, "model.preset": "small"})
-    assert both.train.lr == 3e-4 and both.train.augment.time_mask_width == 7
-    assert both.tuned == {"train.lr": 3e-4, "augment.time_mask_width": 7, "model.preset": "small"}
+    both = with_overrides(base, {"train.lr": 3e-4, "augment.time_mask_frac": 0.07, "model.preset": "small"})
+    assert both.train.lr == 3e-4 and both.train.augment.time_mask_frac == 0.07
+    assert both.tuned == {"train.lr": 3e-4, "augment.time_mask_frac": 0.07, "model.preset": "small"}
     from lungpipe.models import resolve_config
 
     assert resolve_config("add4rsc_ast", model_side.model).label_smoothing == 0.3

@@ -1,5 +1,6 @@
-"""`lungpipe report`: runs read back from a real MLflow store, aggregated, drawn, rendered, and
-the page checked in headless Chromium."""
+"""`lungpipe report`: built from the pipeline's own outputs (metrics/, models/, tuned/), its
+numbers those of the metric files, with MLflow links per run, and the page checked in headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -11,33 +12,77 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow_store import EXPERIMENT, fresh_db, make_store
 from typer.testing import CliRunner
 
-from lungpipe.report import NoRunsError, build_report
-from lungpipe.report.runs import metric_history, redact_uri
+from lungpipe.config import to_dict
+from lungpipe.evaluation import EvaluationConfig, evaluate_architecture
+from lungpipe.predictions import write_predictions
+from lungpipe.report import NoResultsError, build_report
+from lungpipe.report.render import pooled_text, spread_text
+from lungpipe.report.runinfo import mlflow_link, redact_uri
+from lungpipe.training.config import TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAMES = ["normal", "crackle", "wheeze", "both"]
+LABELS = np.array([0] * 10 + [1, 2, 3, 1, 2, 3])
+
+
+def make_run(root: Path, arch: str, seed: int, preds, *, lr: float = 0.001, mlflow: bool = True,
+             val=(0.5, 0.6, 0.7)) -> Path:
+    """One run folder as the train stage writes it, from real predictions."""
+    run = root / "models" / arch / "official" / f"seed{seed}"
+    probs = np.full((16, 4), 0.1)
+    probs[np.arange(16), preds] = 0.7
+    write_predictions(run / "predictions.csv", [f"r{i // 4}" for i in range(16)], np.arange(16),
+                      np.arange(16) // 4, LABELS, probs)
+    train = to_dict(TrainConfig(epochs=3, lr=lr, seed=seed))
+    (run / "config.json").write_text(json.dumps({"arch": arch, "display_name": f"{arch} (small preset: test)",
+                                                 "train": train, "tuned": {}, "model": {}}))
+    (run / "history.json").write_text(json.dumps(
+        [{"epoch": i, "train_loss": 1.0 - 0.2 * i, "val_score": v, "seconds": 2.0} for i, v in enumerate(val)]))
+    (run / "run_summary.json").write_text(json.dumps({
+        "display_name": f"{arch} (small preset: test)", "n_params": 12345, "device": "cpu", "train_seconds": 6.0,
+        "epochs_run": 3, "epochs_configured": 3, "best_epoch": 2, "stopped_early": False}))
+    if mlflow:
+        (run / "mlflow_run.json").write_text(json.dumps({
+            "run_id": f"abc{seed}", "experiment_id": "7", "tracking_uri": "http://mlflow.example:5000",
+            "run_name": f"{arch}-official-seed{seed}"}))
+    return run
+
+
+def make_outputs(root: Path) -> Path:
+    """Two architectures, two seeds each, scored by the real evaluate step."""
+    right = LABELS.copy()
+    normal = np.zeros(16, dtype=int)
+    make_run(root, "cnn6", 0, right, lr=0.002)
+    make_run(root, "cnn6", 1, normal, lr=0.002, mlflow=False)
+    make_run(root, "ast", 0, normal, val=(0.4, 0.45, 0.5))
+    make_run(root, "ast", 1, normal, val=(0.4, 0.5, 0.5))
+    for arch in ("cnn6", "ast"):
+        evaluate_architecture(arch, root / "models" / arch, root / "metrics" / f"{arch}.json", root / "plots" / arch,
+                              task="icbhi", class_names=NAMES, cfg=EvaluationConfig(n_boot=100),
+                              folds=["official"], seeds=[0, 1])
+    (root / "tuned").mkdir()
+    (root / "tuned" / "cnn6.yaml").write_text("study: lungpipe-synth-cnn6-abc\nbest_value: 0.8\n"
+                                              "best_params: {lr: 0.002}\ntrials: {complete: 2, pruned: 0}\n")
+    return root
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("mlflow"))
-
-
-@pytest.fixture(scope="module")
-def report(store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("site") / "report"
-    data = build_report(out, tracking_uri=store.uri, experiment=EXPERIMENT)
-    return out, data, json.loads((out / "summary.json").read_text())
+def report(tmp_path_factory):
+    root = make_outputs(tmp_path_factory.mktemp("repo"))
+    out = root / "report"
+    data = build_report(out, root=root, overlay_csv=root / "plots" / "validation_curves.csv")
+    return out, data, json.loads((out / "summary.json").read_text()), root
 
 
 class _Page(HTMLParser):
-    """Rows of the #scores table and every <img> of a page."""
+    """Rows of the #scores table, cells with data-metric/data-spread, links and every <img>."""
 
     def __init__(self):
         super().__init__()
         self.rows, self.images, self._in_scores, self.body = [], [], False, {}
+        self.cells, self.links, self._cell, self._arch = {}, [], None, None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -45,10 +90,21 @@ class _Page(HTMLParser):
             self._in_scores = attrs.get("id") == "scores"
         elif tag == "tr" and self._in_scores and "data-arch" in attrs:
             self.rows.append(attrs)
+            self._arch = attrs["data-arch"]
+        elif tag == "td" and self._in_scores and ("data-metric" in attrs or "data-spread" in attrs):
+            kind = "pooled" if "data-metric" in attrs else "spread"
+            self._cell = (self._arch, kind, attrs.get("data-metric") or attrs.get("data-spread"))
         elif tag == "img":
             self.images.append(attrs)
+        elif tag == "a":
+            self.links.append(attrs.get("href"))
         elif tag == "body":
             self.body = attrs
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self.cells[self._cell] = data
+            self._cell = None
 
     def handle_endtag(self, tag):
         if tag == "table":
@@ -61,102 +117,82 @@ def _parse(html: str) -> _Page:
     return page
 
 
-def test_latest_finished_runs_are_aggregated_per_architecture(report, store):
-    _, _, summary = report
-    archs = summary["architectures"]
-    assert list(archs) == ["ast", "cnn6", "resnet50"]  # the Optuna trial is not an architecture run
-    cnn6 = archs["cnn6"]
-    assert cnn6["n_runs"] == 2 and sorted(cnn6["run_ids"]) == sorted(store.run_ids["cnn6"])
-    assert cnn6["score"]["mean"] == pytest.approx(0.65)
-    assert cnn6["score"]["sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
-    assert cnn6["score"]["ci_low"] == pytest.approx(0.60) and cnn6["score"]["ci_high"] == pytest.approx(0.69)
-    assert cnn6["sp"]["mean"] == pytest.approx(0.75) and cnn6["se"]["mean"] == pytest.approx(0.55)
-    # resnet50: the later run (0.80) replaces the older one (0.10); ast: the FAILED 0.99 run is ignored
-    assert archs["resnet50"]["run_ids"] == store.run_ids["resnet50"]
-    assert archs["resnet50"]["score"]["mean"] == pytest.approx(0.80) and archs["resnet50"]["score"]["sd"] is None
-    assert archs["ast"]["score"]["mean"] == pytest.approx(0.50)
-    assert [a for a, v in archs.items() if v["best"]] == ["resnet50"]
-    assert summary["studies"]["lungpipe-synth-cnn6"]["n_trials"] == 3
-    assert summary["studies"]["lungpipe-synth-cnn6"]["best_value"] == pytest.approx(0.55)
-
-
-def test_page_has_one_row_per_architecture_and_real_pngs(report):
-    out, _, _ = report
+def test_report_numbers_are_the_metric_files(report):
+    out, data, summary, root = report
+    for arch in ("cnn6", "ast"):
+        metrics = json.loads((root / "metrics" / f"{arch}.json").read_text())
+        assert summary["architectures"][arch]["metrics"] == metrics
     page = _parse((out / "index.html").read_text())
-    assert [r["data-arch"] for r in page.rows] == ["resnet50", "cnn6", "ast"]  # best first
-    assert [r.get("class") for r in page.rows] == ["best", None, None]
-    sources = [img["src"] for img in page.images]
-    assert "score_bars.png" in sources and "confusion-ast.png" in sources and "curves-cnn6.png" in sources
-    assert any(s.startswith("optuna-") for s in sources)
-    for src in sources:
-        assert (out / src).read_bytes()[:8] == PNG_MAGIC, src
-    assert not list(out.parent.glob(".report.*"))  # no staging folder left behind
-
-
-def test_markdown_summary_for_ci(report):
-    out, _, _ = report
+    assert [r["data-arch"] for r in page.rows] == ["cnn6", "ast"]  # best pooled Score first
+    cnn6 = json.loads((root / "metrics" / "cnn6.json").read_text())
+    # cnn6: seed 0 Score 1, seed 1 Score 0.5 → pooled 0.75 with an interval spanning both seeds
+    assert page.cells[("cnn6", "pooled", "score")] == "75.0 [50.0, 100.0]" == pooled_text(data.archs[0], "score")
+    assert page.cells[("cnn6", "spread", "score")] == f"75.0 ± {100 * cnn6['score_sd']:.1f}"
+    assert spread_text(data.archs[1], "score") == "50.0 ± 0.0"
+    assert data.archs[0].best and not data.archs[1].best
     md = (out / "summary.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "architecture" not in line
-            and "study" not in line and "lungpipe-synth" not in line]
-    assert len(rows) == 3 and rows[0].startswith("| **resnet50** ★ | 90.00 | 70.00 | 80.00 |")
-    assert "| cnn6 | 75.00 ± 7.07 | 55.00 ± 7.07 | 65.00 ± 7.07 | [70.0, 79.0]" in md
-    assert "| lungpipe-synth-cnn6 | cnn6 | 3 | 0.5500 |" in md
+    assert "**cnn6 (small preset: test)** ★ | 100.0 [100.0, 100.0] | 50.0 [" in md
 
 
-def test_confusion_of_several_runs_is_recomputed_from_their_predictions(store):
-    from mlflow import MlflowClient
-
-    from lungpipe.report.figures import pooled_confusion
-    from lungpipe.report.runs import collect_train_runs, latest_per_key
-
-    client = MlflowClient(tracking_uri=store.uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = [r for r in latest_per_key(collect_train_runs(client, exp.experiment_id)) if r.architecture == "cnn6"]
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cm = pooled_confusion(client, runs, Path(tmp))
-    np.testing.assert_array_equal(cm, store.expected_confusion["cnn6"])
-
-
-def test_metric_history_is_indexed_by_epoch(store, tmp_path):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=store.uri)
-    exp = client.get_experiment_by_name("lungpipe-esc50")
-    rid = client.create_run(exp.experiment_id).info.run_id
-    client.log_metric(rid, "val_score", 0.3, step=0)
-    client.log_metric(rid, "val_score", 0.6, step=2)
-    assert metric_history(client, rid, "val_score") == [0.3, None, 0.6]
-    assert metric_history(client, rid, "train_loss") == []
-    client.delete_run(rid)
+def test_per_architecture_facts_and_mlflow_links(report):
+    out, _data, summary, _root = report
+    cnn6 = summary["architectures"]["cnn6"]
+    assert cnn6["hyperparameters"] == {"epochs": 3, "lr": 0.002}  # seed and the rest are the defaults
+    runs = {r["seed"]: r for r in cnn6["runs"]}
+    assert runs["0"]["mlflow"] == "http://mlflow.example:5000/#/experiments/7/runs/abc0"
+    assert runs["1"]["mlflow"] is None  # no mlflow_run.json: no link
+    assert runs["0"]["epochs_run"] == 3 and runs["0"]["selected_epoch"] == 3 and runs["0"]["n_params"] == 12345
+    assert runs["0"]["test_headline"] == 1.0 and runs["1"]["test_headline"] == 0.5
+    html = (out / "index.html").read_text()
+    page = _parse(html)
+    assert "http://mlflow.example:5000/#/experiments/7/runs/abc0" in page.links
+    assert "cnn6 (small preset: test)" in html and "12,345" in html and "lungpipe-synth-cnn6-abc" in html
+    assert "<code>lr=0.002</code>" in html
 
 
-def test_nothing_to_report_is_a_clear_error_and_keeps_the_old_report(store, tmp_path):
+def test_overlay_of_every_architectures_validation_curve(report):
+    out, _data, _summary, root = report
+    import pandas as pd
+
+    table = pd.read_csv(root / "plots" / "validation_curves.csv")
+    assert list(table.columns) == ["architecture", "epoch", "value", "n_runs"]
+    ast = table[table.architecture == "ast (small preset: test)"]
+    assert ast["epoch"].tolist() == [1, 2, 3] and ast["value"].tolist() == [0.4, 0.475, 0.5]
+    assert set(table.architecture) == {"cnn6 (small preset: test)", "ast (small preset: test)"}
+    for name in ("validation_curves.png", "curves-cnn6.png", "confusion-ast.png", "score_bars.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_links_never_publish_credentials():
+    url, label = mlflow_link({"run_id": "r1", "experiment_id": "3", "run_name": "x",
+                              "tracking_uri": "https://me:secret@mlflow.example"})
+    assert "secret" not in url and url == "https://me@mlflow.example/#/experiments/3/runs/r1" and label == "x"
+    local = mlflow_link({"run_id": "r1", "experiment_id": "3", "tracking_uri": "sqlite:////repo/mlflow.db"})
+    assert local[0] == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    assert mlflow_link(None) is None
+    assert redact_uri("postgresql://me:secret@db:5432/mlflow") == "postgresql://me:***@db:5432/mlflow"
+
+
+def test_nothing_to_report_is_a_clear_error_and_keeps_the_old_report(tmp_path):
     out = tmp_path / "report"
     out.mkdir()
     (out / "index.html").write_text("old")
-    with pytest.raises(NoRunsError, match="no finished training runs"):
-        build_report(out, tracking_uri=store.uri, experiment="lungpipe-esc50")
-    with pytest.raises(NoRunsError, match="experiments in this store: .*lungpipe-synth"):
-        build_report(out, tracking_uri=store.uri, experiment="lungpipe-kauh")
-    missing = tmp_path / "nowhere" / "mlflow.db"
-    with pytest.raises(NoRunsError, match="no MLflow store at"):
-        build_report(out, tracking_uri=f"sqlite:///{missing}")
-    assert not missing.exists()  # the report never creates an empty store
-    empty = fresh_db(tmp_path / "empty.db")
-    with pytest.raises(NoRunsError, match="no experiment named lungpipe-"):
-        build_report(out, tracking_uri=empty)
+    with pytest.raises(NoResultsError, match="run the pipeline first"):
+        build_report(out, root=tmp_path)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "cnn6.json").write_text("{}")
+    with pytest.raises(NoResultsError, match=r"details/cnn6.json is missing.*dvc repro evaluate@cnn6"):
+        build_report(out, root=tmp_path)
     assert (out / "index.html").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "report"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics", "report"]
 
 
-def test_rebuild_replaces_the_folder_and_a_failed_build_changes_nothing(store, tmp_path, monkeypatch):
-    out = tmp_path / "report"
+def test_rebuild_replaces_the_folder_and_a_failed_build_changes_nothing(tmp_path, monkeypatch):
+    root = make_outputs(tmp_path / "repo")
+    out = root / "report"
     out.mkdir()
     (out / "stale.png").write_bytes(b"x")
-    data = build_report(out, tracking_uri=store.uri)  # no --experiment: the one with the latest runs
-    assert data.experiment == EXPERIMENT
+    build_report(out, root=root)
     assert not (out / "stale.png").exists() and (out / "index.html").is_file()
     before = sorted(p.name for p in out.iterdir())
 
@@ -167,27 +203,21 @@ def test_rebuild_replaces_the_folder_and_a_failed_build_changes_nothing(store, t
 
     monkeypatch.setattr(figures, "curves_figure", broken)  # fails after the first pictures are written
     with pytest.raises(RuntimeError, match="drawing failed"):
-        build_report(out, tracking_uri=store.uri)
+        build_report(out, root=root)
     assert sorted(p.name for p in out.iterdir()) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+    assert not [p for p in root.iterdir() if p.name.startswith(".report")]
 
 
-def test_cli(store, tmp_path):
+def test_cli(report, tmp_path):
     from lungpipe.cli import app
 
+    _out, _data, _summary, root = report
     out = tmp_path / "r"
-    ok = CliRunner().invoke(app, ["report", "--out", str(out), "--tracking-uri", store.uri, "--experiment", EXPERIMENT],
-                            env={"COLUMNS": "200"})
+    ok = CliRunner().invoke(app, ["report", "--out", str(out), "--root", str(root)], env={"COLUMNS": "200"})
     assert ok.exit_code == 0, ok.output
-    assert "resnet50 ★" in ok.output and (out / "index.html").is_file()
-    none = CliRunner().invoke(app, ["report", "--out", str(out), "--tracking-uri", store.uri,
-                                    "--experiment", "lungpipe-esc50"])
+    assert "cnn6 (small preset: test) ★" in ok.output and "75.0 [50.0, 100.0]" in ok.output
+    none = CliRunner().invoke(app, ["report", "--out", str(out), "--root", str(tmp_path / "empty")])
     assert none.exit_code == 1 and "nothing to report" in none.output
-
-
-def test_passwords_are_not_printed():
-    assert redact_uri("postgresql://me:secret@db:5432/mlflow") == "postgresql://me:***@db:5432/mlflow"
-    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
 
 
 # ------------------------------------------------------------------------------- browser check
@@ -224,11 +254,11 @@ def _probed_copy(report_dir: Path, dst: Path) -> Path:
 
 @pytest.mark.browser
 def test_page_renders_in_headless_chromium(report, tmp_path):
-    out, data, _ = report
+    out, data, _, _ = report
     page = _probed_copy(out, tmp_path / "site")
     dom = _parse(_browse(page, tmp_path, "--virtual-time-budget=10000", "--dump-dom"))
     assert dom.body.get("data-probed") == str(len(dom.images)) and len(dom.images) >= 8
-    assert [r["data-arch"] for r in dom.rows] == [s.architecture for s in data.summaries]
+    assert [r["data-arch"] for r in dom.rows] == [a.architecture for a in data.archs]
     broken = [img["src"] for img in dom.images if int(img.get("data-natural-width", 0)) == 0]
     assert broken == []
     shot = tmp_path / "report.png"

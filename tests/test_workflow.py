@@ -73,7 +73,7 @@ def test_every_lungpipe_command_exists_in_the_cli(workflow):
             if word.startswith("--"):
                 assert word.split("=")[0] in options, f"{job}: `{line}`: unknown option {word}"
         used.append(" ".join(path))
-    assert {"lungpipe ci pull", "lungpipe report", "lungpipe ci summary"} <= set(used)
+    assert {"lungpipe ci pull", "lungpipe ci summary"} <= set(used)
 
 
 def test_install_step_is_the_readme_command(workflow):
@@ -97,14 +97,22 @@ def test_jobs(workflow):
     setup = next(s for s in _steps(cpu) if s.get("uses", "").startswith("actions/setup-python@"))
     assert str(setup["with"]["python-version"]) == "3.11"
     runs = [line for _, _, line in _run_lines({"jobs": {"cpu": cpu}})]
-    assert runs.index("dvc repro") < runs.index("lungpipe report --out report") < next(
-        i for i, r in enumerate(runs) if r.startswith("lungpipe ci summary"))
+    assert runs.index("dvc repro") < next(i for i, r in enumerate(runs) if r.startswith("lungpipe ci summary"))
     uploads = [s for s in _steps(cpu) if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert uploads and {"report/", "mlflow.db"} <= set(uploads[0]["with"]["path"].split())
     assert set(gpu["runs-on"]) == {"self-hosted", "gpu"}
     assert "workflow_dispatch" in gpu["if"] and "inputs.paper" in gpu["if"]
     gpu_runs = [line for _, _, line in _run_lines({"jobs": {"gpu": gpu}})]
     assert "dvc exp run -S profile=paper" in gpu_runs  # DVC composes the profile over params/base.yaml
+
+
+def test_the_tests_run_before_any_retraining(workflow):
+    for name, job in workflow["jobs"].items():
+        runs = [line for _, _, line in _run_lines({"jobs": {name: job}})]
+        tests = [i for i, r in enumerate(runs) if r.startswith("python -m pytest")]
+        assert tests, f"{name}: no test step"
+        assert tests[0] < runs.index("dvc repro"), name
+        assert " -x" in runs[tests[0]], "stop at the first failure: no retraining on broken code"
 
 
 # ------------------------------------------------------------------------------- ci summary logic
@@ -114,7 +122,13 @@ class FakeRunner:
 
     def __call__(self, cmd):
         self.calls.append(list(cmd))
-        return self.outputs[" ".join(cmd[:3])]
+        key = " ".join(cmd[:4])
+        if key in self.outputs:
+            return self.outputs[key]
+        return NO_JSON if "--json" in cmd else self.outputs[" ".join(cmd[:3])]
+
+
+NO_JSON = CommandResult(0, "{}")
 
 
 METRICS_MD = ("| Path | Metric | HEAD | workspace | Change |\n|---|---|---|---|---|\n"
@@ -130,7 +144,8 @@ def test_summary_assembles_both_diffs_and_the_report(tmp_path):
     runner = FakeRunner({"dvc metrics diff": CommandResult(0, METRICS_MD + "\n"),
                          "dvc params diff": CommandResult(0, "| Path | Param | HEAD | workspace |\n|---|---|---|---|\n")})
     text = build_summary("origin/main", runner=runner, report_md=report)
-    assert runner.calls == [["dvc", "metrics", "diff", "--md", "origin/main"],
+    assert runner.calls == [["dvc", "metrics", "diff", "--json", "--all", "origin/main"],
+                            ["dvc", "metrics", "diff", "--md", "origin/main"],
                             ["dvc", "params", "diff", "--md", "origin/main"]]
     metrics_at, params_at, report_at = (text.index("### Metrics"), text.index("### Parameters"),
                                         text.index("## Architecture comparison"))
@@ -185,4 +200,46 @@ def test_ci_summary_command_writes_the_step_summary(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert re.search(r"changes against `HEAD~1`", step.read_text())
     assert step.read_text() == (tmp_path / "body.md").read_text()
-    assert fake.calls[0] == ["dvc", "metrics", "diff", "--md", "HEAD~1"]
+    assert fake.calls[1] == ["dvc", "metrics", "diff", "--md", "HEAD~1"]
+
+
+def _git(repo, *args):
+    import subprocess
+
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_significance_is_judged_against_the_seed_spread_with_real_dvc(tmp_path):
+    """Base and new metric files in a real git + DVC repository; `dvc metrics diff --json` feeds it."""
+    import subprocess
+
+    from lungpipe.ci import SIGNIFICANCE_RULE, run_command, significance_section
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.com")
+    _git(repo, "config", "user.name", "t")
+    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "dvc.yaml").write_text("metrics:\n  - metrics/cnn6.json\n  - metrics/ast.json\n  - metrics/one.json\n")
+    (repo / "metrics").mkdir()
+
+    def write(name, mean, sd):
+        (repo / "metrics" / f"{name}.json").write_text(json.dumps({"score": mean, "score_mean": mean, "score_sd": sd}))
+
+    write("cnn6", 0.70, 0.02)
+    write("ast", 0.60, 0.05)
+    write("one", 0.50, None)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    write("cnn6", 0.75, 0.02)  # +0.05 > 2 × 0.02: beyond the seed spread
+    write("ast", 0.66, 0.04)  # +0.06 ≤ 2 × 0.05: training noise
+    write("one", 0.60, None)  # one seed: cannot be judged
+
+    text = significance_section("HEAD", lambda cmd: run_command(cmd, cwd=repo))
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| metrics/")}
+    assert "**significant** (> 2 × sd 0.020)" in rows["metrics/cnn6.json"]
+    assert "| 0.700 ± 0.020 | 0.750 ± 0.020 | 0.050 |" in rows["metrics/cnn6.json"]
+    assert "within seed spread (≤ 2 × sd 0.050)" in rows["metrics/ast.json"]
+    assert "unknown: no seed spread (one seed)" in rows["metrics/one.json"]
+    assert SIGNIFICANCE_RULE in text

@@ -111,30 +111,34 @@ def bench_train(
     batch_size: int = typer.Option(8, help="Batch size"),
     n_frames: int = typer.Option(None, help="Input frames (default: the paper recipe's, 798 = 8 s; MRINet 1024)"),
     n_mels: int = typer.Option(None, help="Input mel bins (default: the paper recipe's, 128; MRINet 64)"),
-    steps: int = typer.Option(5, help="Timed training steps"),
+    steps: int = typer.Option(5, help="Timed training steps (after 2 warm-up steps)"),
     isolated: bool = typer.Option(True, help="Each architecture in a fresh process (per-model CPU peak memory)"),
+    plain: bool = typer.Option(True, help="Also time the plain loop (per-step .item(), deep-copy averaging)"),
+    loader_workers: int = typer.Option(0, help="Data-loader workers of the timed loops"),
     features: Path = typer.Option(None, help="A features folder (data/features/<f>) to time the data loader"),
-    workers: int = typer.Option(2, help="Data-loader workers"),
+    workers: int = typer.Option(2, help="Data-loader workers when timing --features"),
 ) -> None:
-    """Training samples/s and peak memory per architecture, and data-loader samples/s alone."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Training samples/s, data-wait share and peak memory per architecture: the engine's loop and a
+    plain loop on the same model and batch, side by side with their ratio."""
     from lungpipe.bench_train import bench_loader, bench_model, bench_model_isolated, paper_input
     from lungpipe.models import model_names
 
     run = bench_model_isolated if isolated else bench_model
-    table = Table(title=f"training throughput ({preset} preset, batch {batch_size})")
-    for col in ("architecture", "device", "input (frames×mels)", "parameters", "samples/s", "peak memory MB"):
-        table.add_column(col)
+    typer.echo(f"training throughput ({preset} preset, batch {batch_size}, {steps} timed steps, "
+               f"{loader_workers} loader workers); plain loop = per-step .item(), deep-copy averaging, no fusion")
+    row = "{:<18} {:<26} {:>10} {:>11} {:>9} {:>9} {:>14} {:>17} {:>15}"
+    typer.echo(row.format("architecture", "device", "input", "parameters", "engine/s", "plain/s", "engine / plain",
+                          "data wait e | p", "peak MB e | p"))
     for name in arch or model_names():
         frames, mels = paper_input(name)
         frames, mels = n_frames or frames, n_mels or mels
-        r = run(name, preset, batch_size, frames, mels, steps=steps)
-        table.add_row(name, r.device, f"{frames}×{mels}", f"{r.parameters / 1e6:.2f} M", f"{r.samples_per_s:.1f}",
-                      f"{r.peak_memory_mb:.0f}")
-    console = Console()
-    console.print(table)
+        r = run(name, preset, batch_size, frames, mels, steps=steps, workers=loader_workers, plain=plain)
+        e, p = r.engine, r.plain
+        typer.echo(row.format(
+            name, r.device, f"{frames}x{mels}", f"{r.parameters / 1e6:.2f} M", f"{e.samples_per_s:.1f}",
+            f"{p.samples_per_s:.1f}" if p else "-", f"{r.ratio:.2f}x" if p else "-",
+            f"{e.data_wait_share:.1%} | {p.data_wait_share:.1%}" if p else f"{e.data_wait_share:.1%} | -",
+            f"{e.peak_memory_mb:.0f} | {p.peak_memory_mb:.0f}" if p else f"{e.peak_memory_mb:.0f} | -"))
     if features is not None:
-        console.print(f"data loader alone ({features}, {workers} workers): "
-                      f"{bench_loader(features, batch_size, workers):.0f} samples/s")
+        typer.echo(f"data loader alone ({features}, {workers} workers): "
+                   f"{bench_loader(features, batch_size, workers):.0f} samples/s")

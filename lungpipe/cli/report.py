@@ -1,4 +1,4 @@
-"""`lungpipe report`: the architecture comparison page from the MLflow runs."""
+"""`lungpipe report`: the architecture comparison page from the pipeline outputs."""
 
 from __future__ import annotations
 
@@ -13,48 +13,41 @@ from lungpipe.errors import print_error
 
 def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (replaced as a whole).")] = Path("report"),
-    experiment: Annotated[str | None, typer.Option(
-        "--experiment", "-e", help="MLflow experiment (lungpipe-<data.source>); default: the lungpipe "
-                                   "experiment with the most recent finished run.")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(
-        "--tracking-uri", help="MLflow store; default MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db.")]
-        = None,
+    root: Annotated[Path, typer.Option(
+        "--root", help="Repository whose metrics/, models/ and tuned/ are reported.")] = Path("."),
 ) -> None:
-    """Compare every architecture's latest runs: an HTML page with a metrics table (mean ± sd over
-    seeds/folds, bootstrap CIs, best marked), score bars, confusion matrices, training curves and
-    Optuna histories, plus summary.md for CI."""
+    """Compare every architecture from the pipeline outputs (the numbers `dvc metrics show` prints):
+    an HTML page with pooled metrics and bootstrap CIs, mean ± sd over seeds, hyperparameters, runs
+    with MLflow links, confusion matrices and curves, plus summary.md for CI."""
     from rich.console import Console
+    from rich.table import Table
 
     from lungpipe.errors import LungpipeError
-    from lungpipe.report import NoRunsError, build_report
+    from lungpipe.report import NoResultsError, build_report
     from lungpipe.report.build import HTML_NAME, MARKDOWN_NAME
-    from lungpipe.report.render import ci_text, value_text
-    from lungpipe.tracking import resolve_tracking_uri
+    from lungpipe.report.figures import metric_label
+    from lungpipe.report.render import pooled_text, spread_text
 
-    uri = tracking_uri or resolve_tracking_uri(Path.cwd())
     err = Console(stderr=True)
     try:
-        data = build_report(out, tracking_uri=uri, experiment=experiment)
-    except NoRunsError as exc:
+        data = build_report(out, root=root)
+    except NoResultsError as exc:
         err.print("[yellow]nothing to report:[/yellow]", escape(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except LungpipeError as exc:
         print_error(str(exc))
         raise typer.Exit(1) from None
 
-    from rich.table import Table
-
-    ms = data.metric_set
-    table = Table(title=f"{data.experiment}: test metrics (%)", title_justify="left")
+    table = Table(title="test metrics (%): pooled [95% CI] and mean ± sd", title_justify="left")
     table.add_column("architecture")
-    for _, label in ms.columns:
-        table.add_column(label, justify="right")
-    table.add_column(f"{ms.label(ms.headline)} 95% CI", justify="right")
+    for key in data.columns:
+        table.add_column(f"{metric_label(key)} pooled", justify="right")
+        table.add_column(f"{metric_label(key)} mean ± sd", justify="right")
     table.add_column("runs", justify="right")
-    for s in data.summaries:
-        name = f"[bold green]{s.architecture} ★[/]" if s.best else s.architecture
-        table.add_row(name, *(value_text(s.metrics[k]) for k in ms.keys), ci_text(s.metrics[ms.headline]),
-                      str(len(s.runs)))
+    for a in data.archs:
+        name = f"[bold green]{a.display_name} ★[/]" if a.best else a.display_name
+        cells = [c for key in data.columns for c in (pooled_text(a, key), spread_text(a, key))]
+        table.add_row(name, *cells, str(a.details["n_runs"]))
     console = Console()
     console.print(table)
     console.print(f"report written to {out / HTML_NAME} (summary: {out / MARKDOWN_NAME})", highlight=False)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from lungpipe.config import ConfigError
 
 PAD_MODES = ("repeat", "zero")
-FRONTEND_KINDS = ("kaldi_fbank", "logmel")
+FRONTEND_KINDS = ("kaldi_fbank", "logmel", "htsat_logmel")  # htsat_logmel: features/htsat_frontend.py
 KALDI_WINDOWS = ("hanning", "povey")
 NORM_MODES = ("train_stats", "audioset", "none")
 

@@ -223,6 +223,10 @@ def compute_frontend(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> t
     with torch.no_grad():
         if fe.kind == "kaldi_fbank":
             spec = kaldi_fbank_batch(x, fe, sample_rate)
+        elif fe.kind == "htsat_logmel":
+            from lungpipe.features.htsat_frontend import htsat_logmel_batch
+
+            spec = htsat_logmel_batch(x, fe, sample_rate)
         else:
             spec = logmel_batch(x, fe, sample_rate)
         if fe.target_frames is not None:

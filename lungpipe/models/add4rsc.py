@@ -18,7 +18,11 @@ the first two time tokens of the AFF output and pulls its softmax towards a labe
 ``bias_loss="view_consistency"`` (the paper's text) compares predictions on the batch and on a
 SpecAugment-ed copy drawn inside the hook. Either way ``loss = β·bias + (1 − β)·CE``.
 
-Registered as ``add4rsc_ast`` and ``add4rsc_resnet50`` with presets ``paper`` and ``small``.
+Registered as ``add4rsc_ast`` and ``add4rsc_resnet50`` with presets ``paper`` and ``small``. As
+released, the AST inside ``add4rsc_ast``'s ``paper`` preset patches with stride 16 in both axes (1024
+patches on 1024×256), its AudioSet weights come through the top-level ``pretrained`` option, and its
+position embedding is left at random init (``pos_embed: random``; ``interpolated`` adapts AudioSet's).
+The main loss is the criterion the engine passes (plain CE in the release: ``train.class_weighted: false``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ SPECAUG_FREQ_FRACTION = 48 / 128
 SPECAUG_TIME_FRACTION = 160 / 798
 
 # Keys of the backbone's config that ADD4RSC derives itself.
-_DERIVED_BACKBONE_KEYS = ("num_classes", "n_frames", "n_mels", "pretrained")
+_DERIVED_BACKBONE_KEYS = ("num_classes", "n_frames", "n_mels", "pretrained", "pos_embed")
+POS_EMBEDS = ("random", "interpolated")
 
 
 @dataclass
@@ -59,7 +64,12 @@ class ADD4RSCConfig:
     num_classes: int = 4
     n_frames: int = 798  # input spectrogram frames
     n_mels: int = 128  # input mel bins
-    pretrained: str | None = None  # backbone weights (a path, hub id or alias); None = the backbone's default
+    # backbone weights (a path, hub id or alias; the AudioSet AST for add4rsc_ast's paper recipe);
+    # None = the backbone's default. Set it here, at the top level, never under ``backbone``.
+    pretrained: str | None = None
+    # AST backbone only: "random" (release: the AudioSet position embedding is not loaded, it stays
+    # at its trunc-normal std 0.02 init) or "interpolated" (the AudioSet embedding adapted to the grid)
+    pos_embed: str = "random"
     time_tokens: int = 1024  # frames after the resize; 0 = keep n_frames
     denoise_d_model: int = 256  # [--denoise_d_model] = mel bins after the resize
     denoise_num_heads: int = 8  # [--denoise_num_heads]
@@ -105,6 +115,8 @@ class ADD4RSCConfig:
                 f"{where}: need time_tokens >= 0, num_classes >= 2, n_frames >= 2, n_mels >= 1; got "
                 f"{self.time_tokens}, {self.num_classes}, {self.n_frames}, {self.n_mels}"
             )
+        if self.pos_embed not in POS_EMBEDS:
+            raise ConfigError(f"{where}.pos_embed: {self.pos_embed!r} is not one of {list(POS_EMBEDS)}")
         if not isinstance(self.backbone, dict):
             raise ConfigError(
                 f"{where}.backbone: expected a mapping of backbone settings, got {self.backbone!r}"
@@ -113,7 +125,8 @@ class ADD4RSCConfig:
         if derived:
             raise ConfigError(
                 f"{where}.backbone: {derived} are set by ADD4RSC itself (num_classes, the resized shape "
-                f"time_tokens × denoise_d_model, and its own 'pretrained'); remove them"
+                f"time_tokens × denoise_d_model, and its own top-level 'pretrained' and 'pos_embed'); "
+                f"remove them from backbone and set e.g. model.pretrained instead of model.backbone.pretrained"
             )
 
 
@@ -125,7 +138,13 @@ PAPER_PRESET: dict[str, Any] = {
     "denoise_layers": 1,
     "denoise_depth": 6,
     "aff_blocks": 8,
+    "pos_embed": "random",
     "backbone": {"preset": "paper"},
+}
+# The AST inside the release patches with stride 16 in both axes: 16 × 64 = 1024 patches on 1024×256.
+AST_PAPER_PRESET: dict[str, Any] = {
+    **PAPER_PRESET,
+    "backbone": {"preset": "paper", "frequency_stride": 16, "time_stride": 16},
 }
 
 # small: fast CPU runs. 64 features = the default profile's 64 mel bins, so the mel axis is not resized
@@ -141,7 +160,8 @@ SMALL_PRESET: dict[str, Any] = {
     "backbone": {"preset": "small"},
 }
 
-PRESETS = {"paper": PAPER_PRESET, "small": SMALL_PRESET}
+PRESETS = {"paper": PAPER_PRESET, "small": SMALL_PRESET}  # add4rsc_resnet50
+AST_PRESETS = {"paper": AST_PAPER_PRESET, "small": SMALL_PRESET}  # add4rsc_ast
 
 
 class AdaptiveDifferentialDenoiser(nn.Module):
@@ -231,9 +251,9 @@ class ADD4RSC(LungModel):
         cfg = self.cfg
         aug = AugmentConfig(
             freq_masks=cfg.specaug_freq_masks,
-            freq_mask_width=round(cfg.specaug_freq_fraction * x.shape[-1]),
+            freq_mask_frac=cfg.specaug_freq_fraction,
             time_masks=cfg.specaug_time_masks,
-            time_mask_width=round(cfg.specaug_time_fraction * x.shape[-2]),
+            time_mask_frac=cfg.specaug_time_fraction,
             fill="mean",
         )
         return spec_augment(x, aug)
@@ -258,6 +278,8 @@ def build_backbone(name: str, cfg: ADD4RSCConfig) -> nn.Module:
     mapping: dict[str, Any] = {"num_classes": cfg.num_classes, "n_frames": n_frames, "n_mels": n_mels}
     if cfg.pretrained is not None:
         mapping["pretrained"] = cfg.pretrained
+    if name == "ast":
+        mapping["pos_embed"] = "random" if cfg.pos_embed == "random" else "interpolated"
     return create_model(name, merge(cfg.backbone, mapping))
 
 
@@ -269,8 +291,13 @@ def _build(backbone_name: str, cfg: ADD4RSCConfig) -> ADD4RSC:
 @register_model(
     "add4rsc_ast",
     ADD4RSCConfig,
-    PRESETS,
+    AST_PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before AST",
+    summaries={
+        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then AST-base with "
+        "stride-16 patches (1024), AudioSet position embedding left random",
+        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then the small AST",
+    },
 )
 def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     return _build("ast", cfg)
@@ -281,6 +308,10 @@ def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     ADD4RSCConfig,
     PRESETS,
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before ResNet50",
+    summaries={
+        "paper": "released ADD4RSC: AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then ResNet50 3-4-6-3",
+        "small": "lungpipe's CPU size: AFF + 1 DDL (d 64, 4 heads) on 200 time tokens, then ResNet 1-1-1-1 width 16",
+    },
 )
 def build_add4rsc_resnet50(cfg: ADD4RSCConfig) -> ADD4RSC:
     return _build("resnet50", cfg)

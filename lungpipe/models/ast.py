@@ -67,6 +67,8 @@ AUDIOSET_GRID = (12, 101)
 _POS_KEY = "embeddings.position_embeddings"
 _N_SPECIAL_TOKENS = 2  # CLS + distillation
 POOLINGS = ("tokens", "mean", "max")
+POS_EMBEDS = ("interpolated", "random")
+ATTENTIONS = ("sdpa", "eager")
 _HEAD_KEYS = (r"^(module\.)?(classifier|mlp_head|head)\.",)
 
 
@@ -94,6 +96,8 @@ class ASTModelConfig:
     attention_dropout: float = 0.0
     pretrained_grid: list[int] | None = None
     pooling: str = "tokens"  # "tokens": mean of CLS and distillation tokens (AST); "mean"/"max" over patch tokens
+    pos_embed: str = "interpolated"  # "interpolated": checkpoint's position embedding adapted; "random": not loaded
+    attention: str = "sdpa"  # transformers' attn_implementation: "sdpa" (fused kernels) or "eager"
 
 
 def patch_grid(
@@ -114,6 +118,10 @@ def _hf_config(cfg: ASTModelConfig) -> ASTConfig:
         )
     if cfg.pooling not in POOLINGS:
         raise ConfigError(f"model ast: pooling must be one of {POOLINGS}, got {cfg.pooling!r}")
+    if cfg.pos_embed not in POS_EMBEDS:
+        raise ConfigError(f"model ast: pos_embed must be one of {POS_EMBEDS}, got {cfg.pos_embed!r}")
+    if cfg.attention not in ATTENTIONS:
+        raise ConfigError(f"model ast: attention must be one of {ATTENTIONS}, got {cfg.attention!r}")
     if cfg.hidden_size % cfg.num_heads:
         raise ConfigError(
             f"model ast: hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}"
@@ -130,6 +138,7 @@ def _hf_config(cfg: ASTModelConfig) -> ASTConfig:
         time_stride=cfg.time_stride,
         max_length=cfg.n_frames,
         num_mel_bins=cfg.n_mels,
+        attn_implementation=cfg.attention,
     )
 
 
@@ -328,9 +337,13 @@ def _read_transformers_model(source: WeightSource) -> tuple[dict[str, torch.Tens
 
 
 def load_ast_pretrained(
-    backbone: ASTBackbone, spec: str, pretrained_grid: list[int] | None = None
+    backbone: ASTBackbone, spec: str, pretrained_grid: list[int] | None = None, pos_embed: str = "interpolated"
 ) -> LoadReport:
-    """Load ``spec`` (hub id, ``save_pretrained`` folder or state-dict file) into ``backbone.ast``."""
+    """Load ``spec`` (hub id, ``save_pretrained`` folder or state-dict file) into ``backbone.ast``.
+
+    ``pos_embed="random"`` leaves the position embedding at its trunc-normal (std 0.02) init and
+    loads everything else (ADD4RSC's release: its size check skips the AudioSet embedding).
+    """
     source = resolve_source(spec, allow_hub_ids=True)
     if source.kind == "file":
         state = to_transformers_layout(read_state_dict(source.path))
@@ -338,6 +351,11 @@ def load_ast_pretrained(
     else:
         state, grid = _read_transformers_model(source)
     adapted: list[str] = []
+    keep_fresh: list[str] = []
+    if pos_embed == "random":
+        state.pop(_POS_KEY, None)
+        keep_fresh.append(f"^{_POS_KEY}$")
+        log.info("%s: position embedding not loaded (pos_embed: random, as ADD4RSC's release)", source.location)
     pos = state.get(_POS_KEY)
     target_pos = backbone.ast.embeddings.position_embeddings
     if pos is not None and (tuple(pos.shape) != tuple(target_pos.shape) or grid not in (None, backbone.grid)):
@@ -351,7 +369,9 @@ def load_ast_pretrained(
         state[_POS_KEY] = adapt_position_embedding(pos, grid, backbone.grid)
         (fs, ts), (ft, tt) = grid, backbone.grid
         adapted.append(f"{_POS_KEY} (patch grid {fs}×{ts} → {ft}×{tt})")
-    return load_checked(backbone.ast, state, source=source.location, drop_source=_HEAD_KEYS, adapted=adapted)
+    return load_checked(
+        backbone.ast, state, source=source.location, drop_source=_HEAD_KEYS, keep_target=keep_fresh, adapted=adapted
+    )
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -364,7 +384,7 @@ def build_ast_backbone(cfg: ASTModelConfig) -> tuple[ASTBackbone, int]:
     """
     backbone = ASTBackbone(cfg)
     if wants_pretrained(cfg.pretrained):
-        load_ast_pretrained(backbone, str(cfg.pretrained), cfg.pretrained_grid)
+        load_ast_pretrained(backbone, str(cfg.pretrained), cfg.pretrained_grid, cfg.pos_embed)
     return backbone, backbone.feature_dim
 
 
@@ -386,6 +406,10 @@ def build_ast_backbone(cfg: ASTModelConfig) -> tuple[ASTBackbone, int]:
         },
     },
     description="Audio Spectrogram Transformer (transformers ASTModel; AST-base, patch 16, stride 10)",
+    summaries={
+        "paper": "AST-base (12 layers, 12 heads, width 768), 16×16 patches at stride 10, CLS+distillation readout",
+        "small": "lungpipe's CPU size: 2 layers, 4 heads, width 64, stride-16 patches, max over patch tokens",
+    },
 )
 def build_ast(cfg: ASTModelConfig) -> ASTClassifier:
     """AST classifier: backbone (pretrained if asked) + fresh LayerNorm/Linear head."""

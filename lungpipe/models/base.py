@@ -48,6 +48,30 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def channels_last_modules(model: nn.Module) -> list[nn.Module]:
+    """The convolutional parts of ``model`` that run faster in ``channels_last`` memory format.
+
+    A module says so with a class attribute ``prefers_channels_last = True`` (CNN6's and ResNet's
+    trunks, MRINet's frequency branch); transformers (AST, MRINet's Swin, ADD4RSC's denoiser) do not.
+    Nested marked modules inside a marked one are not listed again.
+    """
+    found: list[nn.Module] = []
+    for module in model.modules():
+        if getattr(module, "prefers_channels_last", False) and not any(module in f.modules() for f in found):
+            found.append(module)
+    return found
+
+
+def to_channels_last(model: nn.Module) -> int:
+    """Put the 4-D weights of every :func:`channels_last_modules` part in ``channels_last`` format
+    (in place); returns how many parts were converted. Inputs stay as they are: a convolution on
+    an NCHW input with channels_last weights runs channels_last."""
+    parts = channels_last_modules(model)
+    for part in parts:
+        part.to(memory_format=torch.channels_last)
+    return len(parts)
+
+
 def init_conv_bn(module: nn.Module) -> None:
     """He (fan-out) init for every Conv2d and unit/zero affine for every BatchNorm2d in ``module``,
     the usual initialisation of ResNet-style convolutional trunks."""

@@ -1,20 +1,25 @@
-"""CNN6 in the PANNs layout (Kong et al., 2020) on ``(B, 1, frames, mel_bins)`` log-mel inputs.
+"""CNN6 (Kong et al., 2020) on ``(B, 1, frames, mel_bins)`` log-mel inputs, as patch-mix CL uses it.
 
-Layout: a BatchNorm over mel bins (each bin normalised on its own), four conv blocks of one 5×5
-conv (no bias) + BN + ReLU + 2×2 average pooling (dropout after each block), the mean over the
-remaining frequency axis, max + mean pooling over time, dropout, ``fc1`` (ReLU), dropout, head.
+Layout: optionally a BatchNorm over mel bins (``input_batchnorm``, PANNs' ``bn0``), four conv blocks
+of one 5×5 conv (no bias) + BN + ReLU + 2×2 average pooling (``block_dropout`` after each), the
+mean over the remaining frequency axis, max + mean pooling over time, then optionally (PANNs)
+dropout, ``fc1`` (ReLU), dropout; a linear head.
 
-Presets: ``paper`` = PANNs widths 64-128-256-512 and a 512-d ``fc1`` for 128-bin inputs
-(4,569,284 parameters with a 4-class head: 4,567,232 in the trunk; PANNs' own 64-bin, 527-class
-model has 4,837,455); ``small`` = widths 8-16-32-64, 64-d ``fc1``, dropouts 0.2 / 0.1 (the first
-block runs at full resolution, so width costs time on a CPU even for a small model).
+Presets: ``paper`` = patch-mix CL's CNN6: widths 64-128-256-512, no input BatchNorm, no ``fc1``, no
+dropout; the 512-d pooled feature goes straight to the head (4,306,372 parameters with a 4-class
+head). ``panns`` = PANNs' CNN6 (``bn0`` over the mel bins, 512-d ``fc1``, dropouts 0.5 / 0.2:
+4,569,284 parameters for 128-bin inputs and 4 classes; PANNs' own 64-bin, 527-class model has
+4,837,455). ``small`` = the PANNs layout at widths 8-16-32-64 with a 64-d ``fc1`` and dropouts
+0.2 / 0.1 (the first block runs at full resolution, so width costs time on a CPU even for a small
+model).
 
 Pretrained weights (``pretrained``): a state-dict file in PANNs' checkpoint layout (``model`` key,
 ``conv_block1.conv1.weight``…, e.g. ``Cnn6_mAP=0.343.pth``) or of this model, or ``audioset``
 (PANNs' file on Zenodo, downloaded into torch's cache). Documented adaptations, logged: the
 527-class ``fc_audioset`` head and the waveform front end (``spectrogram_extractor``,
 ``logmel_extractor``) are dropped; when the checkpoint's mel-bin count differs from ``n_mels``
-(PANNs uses 64) the input BatchNorm ``bn0`` keeps its fresh initialisation.
+(PANNs uses 64) the input BatchNorm ``bn0`` keeps its fresh initialisation; a model without
+``bn0`` or ``fc1`` (the ``paper`` preset) does not use the checkpoint's (as patch-mix CL).
 """
 
 from __future__ import annotations
@@ -54,10 +59,12 @@ _PANNS_RULES = (
 
 @dataclass
 class CNN6Config:
-    """CNN6 settings. ``channels``: widths of the four conv blocks; ``embed_dim``: ``fc1`` width.
+    """CNN6 settings. ``channels``: widths of the four conv blocks; ``embed_dim``: ``fc1`` width
+    (0: no ``fc1``, the pooled feature of ``channels[-1]`` goes to the head, as in patch-mix CL).
 
-    ``dropout`` is applied around ``fc1`` (PANNs: 0.5), ``block_dropout`` after each conv block
-    (PANNs: 0.2). ``n_frames`` and ``n_mels`` must each be at least 2^len(channels).
+    ``input_batchnorm``: PANNs' ``bn0`` over mel bins. ``dropout`` is applied around ``fc1``
+    (PANNs: 0.5), ``block_dropout`` after each conv block (PANNs: 0.2). ``n_frames`` and ``n_mels``
+    must each be at least 2^len(channels).
     """
 
     num_classes: int = 4
@@ -68,6 +75,7 @@ class CNN6Config:
     block_dropout: float = 0.2
     channels: tuple[int, ...] = (64, 128, 256, 512)
     embed_dim: int = 512
+    input_batchnorm: bool = True
 
 
 class ConvBlock5x5(nn.Module):
@@ -84,7 +92,11 @@ class ConvBlock5x5(nn.Module):
 
 
 class CNN6Backbone(nn.Module):
-    """CNN6 trunk: ``(B, 1, frames, mel_bins)`` → embedding ``(B, embed_dim)`` (after ``fc1``)."""
+    """CNN6 trunk: ``(B, 1, frames, mel_bins)`` → embedding ``(B, embed_dim)`` (after ``fc1``), or
+    the pooled ``(B, channels[-1])`` feature without ``fc1``."""
+
+    #: the training engine may put the convolutions in channels_last memory format
+    prefers_channels_last = True
 
     def __init__(self, cfg: CNN6Config) -> None:
         super().__init__()
@@ -94,14 +106,16 @@ class CNN6Backbone(nn.Module):
                 f"model cnn6: {len(cfg.channels)} pooling blocks need at least {min_size} frames and "
                 f"mel bins, got {cfg.n_frames} × {cfg.n_mels}"
             )
+        if cfg.embed_dim < 0:
+            raise ConfigError(f"model cnn6: embed_dim must be >= 0 (0: no fc1), got {cfg.embed_dim}")
         self.n_mels = cfg.n_mels
-        self.bn0 = nn.BatchNorm2d(cfg.n_mels)
+        self.bn0 = nn.BatchNorm2d(cfg.n_mels) if cfg.input_batchnorm else None
         widths = (1, *cfg.channels)
         self.blocks = nn.ModuleList(ConvBlock5x5(a, b) for a, b in itertools.pairwise(widths))
         self.block_dropout = nn.Dropout(cfg.block_dropout)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc1 = nn.Linear(cfg.channels[-1], cfg.embed_dim)
-        self.feature_dim = cfg.embed_dim
+        self.fc1 = nn.Linear(cfg.channels[-1], cfg.embed_dim) if cfg.embed_dim else None
+        self.feature_dim = cfg.embed_dim or cfg.channels[-1]
         self._init_weights()
         # channels-last convolutions are markedly faster on CPU (oneDNN), above all the 1-channel first one
         self.to(memory_format=torch.channels_last)
@@ -119,12 +133,15 @@ class CNN6Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[-1] != self.n_mels:
             raise ValueError(f"CNN6 expects (B, 1, frames, {self.n_mels}) spectrograms, got {tuple(x.shape)}")
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # per-mel-bin normalisation
+        if self.bn0 is not None:
+            x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # per-mel-bin normalisation
         x = x.contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
             x = self.block_dropout(block(x))
         x = x.mean(dim=3)  # over frequency → (B, C, T)
         x = x.amax(dim=2) + x.mean(dim=2)
+        if self.fc1 is None:
+            return x
         x = torch.relu(self.fc1(self.dropout(x)))
         return self.dropout(x)
 
@@ -156,6 +173,10 @@ def load_cnn6_pretrained(backbone: CNN6Backbone, spec: str) -> LoadReport:
     state = strip_prefix_before(state, ("conv_block1.conv1.weight", "blocks.0.conv.weight"))
     state = rename_keys(state, _PANNS_RULES)  # PANNs conv_blockN.conv1/bn1 → blocks.(N-1).conv/bn
     keep_fresh: list[str] = []
+    for part in ("bn0", "fc1"):
+        if getattr(backbone, part) is None and any(k.startswith(part + ".") for k in state):
+            log.info("%s: this CNN6 has no %s; the checkpoint's is not used", source.location, part)
+            state = {k: v for k, v in state.items() if not k.startswith(part + ".")}
     bn0_weight = state.get("bn0.weight")
     if bn0_weight is not None and bn0_weight.shape[0] != backbone.n_mels:
         log.warning(
@@ -181,10 +202,20 @@ def build_cnn6_backbone(cfg: CNN6Config) -> tuple[CNN6Backbone, int]:
     "cnn6",
     CNN6Config,
     presets={
-        "paper": {"channels": [64, 128, 256, 512], "embed_dim": 512},
+        # patch-mix CL's CNN6: no input BatchNorm, no fc1, no dropout
+        "paper": {"channels": [64, 128, 256, 512], "embed_dim": 0, "input_batchnorm": False, "dropout": 0.0,
+                  "block_dropout": 0.0},
+        # PANNs' CNN6
+        "panns": {"channels": [64, 128, 256, 512], "embed_dim": 512, "input_batchnorm": True, "dropout": 0.5,
+                  "block_dropout": 0.2},
         "small": {"channels": [8, 16, 32, 64], "embed_dim": 64, "dropout": 0.2, "block_dropout": 0.1},
     },
-    description="CNN6 (PANNs layout: 4 conv5x5 blocks 64-512, max+mean time pooling)",
+    description="CNN6 (4 conv5x5 blocks 64-512, max+mean time pooling; paper = patch-mix CL's, panns = PANNs')",
+    summaries={
+        "paper": "patch-mix CL's CNN6: 4 conv5×5 blocks 64-512, no input BatchNorm, no fc1, no dropout",
+        "panns": "PANNs' CNN6: input BatchNorm, 4 conv5×5 blocks 64-512, fc1 512, dropout 0.5/0.2",
+        "small": "lungpipe's CPU size: PANNs layout, blocks 8-64, fc1 64, dropout 0.2/0.1",
+    },
 )
 def build_cnn6(cfg: CNN6Config) -> CNN6Classifier:
     """CNN6 classifier: trunk (pretrained if asked) + fresh linear head."""

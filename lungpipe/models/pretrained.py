@@ -265,6 +265,60 @@ def load_checked(
     return report
 
 
+def load_matching(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    what: str,
+    adapted: Iterable[str] = (),
+    expected: Iterable[str] = (),
+) -> LoadReport:
+    """Non-strict loading (``load_state_dict(strict=False)`` semantics, made loud).
+
+    Every checkpoint key that names a model tensor is copied; shapes must agree (a mismatch is a
+    :class:`PretrainedError` listing them, as in PyTorch). Checkpoint keys the model lacks are
+    dropped and model tensors the checkpoint lacks keep their initial values; both lists are
+    logged (``expected``: prefixes of the model keys this checkpoint is meant to fill; only those
+    are reported as left fresh). A checkpoint of which nothing loads is a :class:`PretrainedError` (``what`` says what
+    was looked for): never a silent fall-back to random weights.
+    """
+    target = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in target}
+    mismatched = sorted(
+        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(target[k].shape)})"
+        for k, v in usable.items()
+        if tuple(v.shape) != tuple(target[k].shape)
+    )
+    if mismatched:
+        raise PretrainedError(
+            f"{source}: shape mismatches ({len(mismatched)}) with {type(module).__name__}: {_listing(mismatched)}; "
+            "check that the checkpoint belongs to this architecture and preset"
+        )
+    if not usable:
+        raise PretrainedError(
+            f"{source}: none of its {len(state)} tensors fits {type(module).__name__} ({what}); "
+            f"its keys start {_listing(list(state)[:5])}"
+        )
+    module.load_state_dict(usable, strict=False)
+    dropped = sorted(k for k in state if k not in target)
+    scope = tuple(expected)
+    kept_fresh = sorted(
+        k
+        for k in target
+        if k not in usable and not k.endswith("num_batches_tracked") and (not scope or k.startswith(scope))
+    )
+    report = LoadReport(source, sorted(usable), dropped, kept_fresh, sorted(adapted))
+    log.info("loaded %d tensors from %s into %s (non-strict)", len(report.loaded), source, type(module).__name__)
+    if report.dropped:
+        log.info("%s: not used: %s", source, _listing(report.dropped))
+    if report.kept_fresh:
+        log.warning("%s: left at initial values: %s", source, _listing(report.kept_fresh))
+    if report.adapted:
+        log.info("%s: adapted to this model's shape: %s", source, _listing(report.adapted))
+    return report
+
+
 def download_state_dict(url: str) -> dict[str, torch.Tensor]:
     """Fetch a state dict from ``url`` into torch's hub cache (safe unpickling), with a clear error."""
     try:

@@ -39,6 +39,7 @@ class ModelSpec:
     builder: Callable[[Any], nn.Module]
     presets: Mapping[str, Mapping[str, Any]]
     description: str = ""
+    summaries: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -46,16 +47,27 @@ _loaded = False
 
 
 def register_model(
-    name: str, config_cls: type, presets: Mapping[str, Mapping[str, Any]], description: str = ""
+    name: str,
+    config_cls: type,
+    presets: Mapping[str, Mapping[str, Any]],
+    description: str = "",
+    summaries: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
-    """Decorator: register ``builder(config) -> nn.Module`` under ``name``."""
+    """Decorator: register ``builder(config) -> nn.Module`` under ``name``.
+
+    ``summaries``: one honest line per preset (what it is, and whether it is a release's or
+    lungpipe's own), read by :func:`preset_summary`; every preset must have one.
+    """
     if "small" not in presets or "paper" not in presets:
         raise ValueError(f"model {name!r} must define at least the 'paper' and 'small' presets")
+    summaries = dict(summaries or {})
+    if set(summaries) != set(presets):
+        raise ValueError(f"model {name!r}: summaries {sorted(summaries)} must cover exactly the presets {sorted(presets)}")
 
     def deco(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, config_cls, builder, dict(presets), description)
+        _REGISTRY[name] = ModelSpec(name, config_cls, builder, dict(presets), description, summaries)
         return builder
 
     return deco
@@ -80,6 +92,15 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def preset_summary(arch: str, preset: str) -> str:
+    """One line naming what ``arch`` at ``preset`` is, e.g.
+    ``"resnet50 small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)"``."""
+    spec = get_spec(arch)
+    if preset not in spec.summaries:
+        raise ConfigError(f"model {arch!r} has no preset {preset!r}; presets: {sorted(spec.presets)}")
+    return f"{arch} {preset} preset: {spec.summaries[preset]}"
 
 
 def resolve_config(name: str, config: Mapping[str, Any] | None = None) -> Any:

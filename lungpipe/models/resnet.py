@@ -69,6 +69,9 @@ class ResNetConfig:
 class BottleneckResNet(nn.Module):
     """Bottleneck ResNet trunk: ``(B, in_channels, H, W)`` → pooled feature ``(B, feature_dim)``."""
 
+    #: the training engine may put the convolutions in channels_last memory format
+    prefers_channels_last = True
+
     def __init__(
         self, layers: tuple[int, ...] | list[int], base_width: int = 64, in_channels: int = 1
     ) -> None:
@@ -185,6 +188,10 @@ def build_resnet50_backbone(cfg: ResNetConfig, in_channels: int = 1) -> tuple[Bo
         "small": {"layers": [1, 1, 1, 1], "base_width": 16},
     },
     description="ResNet50 (torchvision bottleneck design), 1-channel stem",
+    summaries={
+        "paper": "ResNet50: 3-4-6-3 bottleneck blocks, width 64, 1-channel stem",
+        "small": "lungpipe's CPU size: 1-1-1-1 bottleneck blocks, width 16",
+    },
 )
 def build_resnet50(cfg: ResNetConfig) -> ResNetClassifier:
     """ResNet classifier on ``(B, 1, frames, mel_bins)``: trunk (pretrained if asked) + fresh head."""

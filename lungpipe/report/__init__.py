@@ -1,12 +1,12 @@
-"""The comparison report: every architecture's MLflow runs side by side as a static HTML page
-(plus ``summary.md`` for CI): a table of test metrics with intervals, score bars, confusion
-matrices, training curves and the Optuna studies' optimisation histories.
+"""The comparison report, built from the pipeline's own outputs (metrics/, models/, tuned/):
+a static HTML page (plus ``summary.md`` for CI and ``summary.json``) with the metrics table,
+per-architecture hyperparameters, runs with their MLflow links, confusion matrices and curves.
 
     from lungpipe.report import build_report
-    build_report("report", tracking_uri="sqlite:////abs/mlflow.db", experiment="lungpipe-synth")
+    build_report("report", root=".")
 """
 
 from lungpipe.report.build import build_report
-from lungpipe.report.runs import NoRunsError
+from lungpipe.report.outputs import NoResultsError
 
-__all__ = ["NoRunsError", "build_report"]
+__all__ = ["NoResultsError", "build_report"]

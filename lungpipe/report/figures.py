@@ -1,178 +1,110 @@
-"""The report's pictures: score bars, each architecture's confusion matrix and training curves,
-and each Optuna study's optimisation history. All are PNG files written with matplotlib (through
-:mod:`lungpipe.plots` where a plot exists there) into the report folder."""
+"""The report's pictures, drawn from the pipeline outputs with :mod:`lungpipe.plots`: score bars
+(pooled value, pooled interval), each architecture's pooled confusion matrix and training curves,
+and one overlay of every architecture's validation curve (also written as the DVC plot
+``plots/validation_curves.csv``)."""
 
 from __future__ import annotations
 
-import logging
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lungpipe import atomic
-from lungpipe.report.runs import MetricSet, Study, TrainRun, download_artifact, metric_history
-from lungpipe.report.summary import ArchSummary
+from lungpipe.report.outputs import ArchOutputs
 
-log = logging.getLogger(__name__)
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Columns of the overlay CSV (DVC's top-level plot with the ``overlay`` template).
+OVERLAY_COLUMNS = ("architecture", "epoch", "value", "n_runs")
 
 
 def slug(name: str) -> str:
-    """A file-name-safe form of an architecture or study name."""
+    """A file-name-safe form of an architecture name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "unnamed"
 
 
-def is_png(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == PNG_MAGIC
+def metric_label(key: str) -> str:
+    return {"sp": "Sp", "se": "Se", "score": "Score", "accuracy": "Accuracy", "macro_f1": "Macro-F1",
+            "balanced_accuracy": "Balanced accuracy"}.get(key, key)
 
 
-def copy_png(src: Path, dst: Path) -> Path | None:
-    """Copy ``src`` to ``dst`` when it is a PNG file; None otherwise."""
-    if not is_png(src):
-        log.warning("%s is not a PNG file; not used", src)
-        return None
-    return atomic.write_bytes(dst, Path(src).read_bytes())
-
-
-def score_bars(summaries: list[ArchSummary], metric_set: MetricSet, path: Path) -> Path | None:
-    """Bar of the headline metric's mean per architecture, whiskers = the mean bootstrap CI."""
+def score_bars(archs: list[ArchOutputs], path: Path) -> Path | None:
+    """The pooled headline metric per architecture with its pooled bootstrap interval."""
     from lungpipe.plots import plot_score_bars
 
     rows = []
-    for s in summaries:
-        m = s.metrics[metric_set.headline]
-        if m.mean is None:
+    for a in archs:
+        value = a.metrics.get(a.headline)
+        if value is None:
             continue
-        low, high = (m.ci_low, m.ci_high) if m.ci_low is not None and m.ci_high is not None else (None, None)
-        rows.append({"label": s.architecture, "value": m.mean, "low": low, "high": high})
+        low, high = a.metrics.get(f"{a.headline}_lo"), a.metrics.get(f"{a.headline}_hi")
+        rows.append({"label": a.architecture, "value": value, "low": low, "high": high})
     if not rows:
         return None
-    label = metric_set.label(metric_set.headline)
-    return plot_score_bars(rows, path, ylabel=label, title=f"Test {label} (95% CI)")
+    label = metric_label(archs[0].headline)
+    return plot_score_bars(rows, path, ylabel=label, title=f"Test {label}, pooled runs (95% CI)")
 
 
-def class_names_for(dataset: str | None, num_classes: int) -> list[str]:
-    """Class names of a dataset source (its registry name is the runs' ``dataset`` tag); indices
-    when unknown or when their number does not match."""
-    if dataset:
-        try:
-            from lungpipe.data.sources import get_source
-
-            names = list(get_source(dataset).class_names)
-            if len(names) == num_classes:
-                return names
-        except Exception as exc:  # noqa: BLE001 - an unknown dataset only costs the names
-            log.debug("no class names for dataset %r: %s", dataset, exc)
-    return [str(i) for i in range(num_classes)]
-
-
-def pooled_confusion(client, runs: list[TrainRun], workdir: Path) -> np.ndarray | None:
-    """The sum of the runs' test confusion matrices, recomputed from their ``predictions.csv``
-    artifacts; None when a run has none."""
-    from lungpipe.metrics import confusion_matrix
-    from lungpipe.predictions import read_predictions
-
-    total = None
-    for run in runs:
-        path = download_artifact(client, run.run_id, "predictions.csv", workdir / run.run_id)
-        if path is None:
-            return None
-        preds = read_predictions(path)
-        if not preds.has_labels:
-            return None
-        cm = confusion_matrix(preds.labels, preds.preds, preds.num_classes)
-        if total is not None and total.shape != cm.shape:
-            return None
-        total = cm if total is None else total + cm
-    return total
-
-
-def confusion_figure(client, summary: ArchSummary, path: Path) -> Path | None:
-    """One run: its own ``confusion.png``. Several runs: the summed confusion matrix, redrawn from
-    their predictions (falling back to the latest run's picture when predictions are missing)."""
+def confusion_figure(arch: ArchOutputs, path: Path) -> Path:
     from lungpipe.plots import plot_confusion
 
-    runs = summary.runs
-    latest = max(runs, key=lambda r: r.start_time)
-    with tempfile.TemporaryDirectory(prefix="lungpipe-report-") as tmp:
-        if len(runs) > 1:
-            cm = pooled_confusion(client, runs, Path(tmp))
-            if cm is not None:
-                names = class_names_for(latest.tags.get("dataset"), cm.shape[0])
-                return plot_confusion(cm, names, path,
-                                      title=f"{summary.architecture}: test, summed over {len(runs)} runs")
-            summary.notes.append("confusion matrix of the latest run only (predictions.csv missing)")
-        png = download_artifact(client, latest.run_id, "confusion.png", tmp)
-        if png is not None and (copied := copy_png(png, path)) is not None:
-            return copied
-        cm = pooled_confusion(client, [latest], Path(tmp))
-        if cm is not None:
-            names = class_names_for(latest.tags.get("dataset"), cm.shape[0])
-            return plot_confusion(cm, names, path, title=f"{summary.architecture}: test")
-    summary.notes.append("no confusion matrix: the run logged neither confusion.png nor predictions.csv")
-    return None
+    d = arch.details
+    return plot_confusion(np.asarray(d["confusion"]), d["class_names"], path,
+                          title=f"{arch.display_name}\ntest, {d['n_runs']} run(s) pooled")
 
 
-def curves_figure(client, summary: ArchSummary, metric_set: MetricSet, path: Path) -> Path | None:
-    """``train_loss`` and ``val_<headline>`` per epoch of every run of the architecture."""
+def _series(history: list[dict], key: str) -> list[float | None]:
+    return [record.get(key) for record in history]
+
+
+def curves_figure(arch: ArchOutputs, path: Path) -> Path | None:
+    """``train_loss`` and ``val_<headline>`` per epoch of every run."""
     from lungpipe.plots import plot_curves
 
     series: dict[str, list[float | None]] = {}
-    several = len(summary.runs) > 1
-    for run in summary.runs:
+    several = len(arch.runs) > 1
+    for run in arch.runs:
         suffix = f" (fold {run.fold}, seed {run.seed})" if several else ""
-        for key in ("train_loss", f"val_{metric_set.headline}"):
-            values = metric_history(client, run.run_id, key)
-            if values:
+        for key in ("train_loss", f"val_{arch.headline}"):
+            values = _series(run.history, key)
+            if any(v is not None for v in values):
                 series[f"{key}{suffix}"] = values
     if not series:
-        summary.notes.append("no per-epoch metrics logged")
+        arch.notes.append("no per-epoch history (history.json) in its runs")
         return None
-    return plot_curves(series, path, title=f"{summary.architecture}: training curves")
+    return plot_curves(series, path, title=f"{arch.display_name}: training curves")
 
 
-def study_figures(client, study: Study, out_dir: Path) -> list[Path]:
-    """The study's ``optimization_history.png`` (and ``param_importances.png``) artifacts; when
-    the parent run has no history picture, one drawn from its trials."""
-    out = []
-    base = slug(study.name)
-    with tempfile.TemporaryDirectory(prefix="lungpipe-report-") as tmp:
-        for name in ("optimization_history.png", "param_importances.png"):
-            if name not in study.artifacts:
-                continue
-            png = download_artifact(client, study.run_id, name, tmp)
-            copied = copy_png(png, out_dir / f"optuna-{base}-{name}") if png is not None else None
-            if copied is not None:
-                out.append(copied)
-    if not any(p.name.endswith("optimization_history.png") for p in out):
-        drawn = plot_trial_history(study, out_dir / f"optuna-{base}-optimization_history.png")
-        if drawn is not None:
-            out.insert(0, drawn)
-    return out
+def overlay_table(archs: list[ArchOutputs]) -> pd.DataFrame:
+    """Long table of the mean validation headline metric per architecture and epoch (epochs count
+    from 1; an epoch's mean uses the runs that reached it)."""
+    rows = []
+    for a in archs:
+        key = f"val_{a.headline}"
+        values: dict[int, list[float]] = {}
+        for run in a.runs:
+            for i, record in enumerate(run.history):
+                if record.get(key) is not None:
+                    values.setdefault(int(record.get("epoch", i)) + 1, []).append(float(record[key]))
+        for epoch in sorted(values):
+            rows.append({"architecture": a.display_name, "epoch": epoch, "value": float(np.mean(values[epoch])),
+                         "n_runs": len(values[epoch])})
+    return pd.DataFrame(rows, columns=list(OVERLAY_COLUMNS))
 
 
-def plot_trial_history(study: Study, path: Path) -> Path | None:
-    """Objective value of every trial with a value, and the best value so far, by trial number."""
-    from matplotlib.figure import Figure
+def write_overlay_csv(archs: list[ArchOutputs], path: Path) -> Path:
+    return atomic.write_csv(path, overlay_table(archs))
 
-    points = [(t.number, t.value) for t in study.trials if t.value is not None]
-    if not points:
+
+def overlay_figure(archs: list[ArchOutputs], path: Path) -> Path | None:
+    from lungpipe.plots import plot_curves
+
+    table = overlay_table(archs)
+    if table.empty:
         return None
-    numbers = np.array([n for n, _ in points])
-    values = np.array([v for _, v in points], dtype=np.float64)
-    fig = Figure(figsize=(6.5, 4.0), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    ax.scatter(numbers, values, label="objective value", color="tab:blue")
-    ax.step(numbers, np.maximum.accumulate(values), where="post", color="tab:red", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation metric")
-    ax.set_title(f"Optimisation history: {study.name}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    series = {}
+    for name, group in table.groupby("architecture", sort=False):
+        by_epoch = dict(zip(group["epoch"], group["value"]))
+        series[name] = [by_epoch.get(e) for e in range(1, int(group["epoch"].max()) + 1)]
+    label = metric_label(archs[0].headline)
+    return plot_curves(series, path, title=f"Validation {label} per epoch, mean over runs")

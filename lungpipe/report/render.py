@@ -1,8 +1,6 @@
-"""Turning a collected report into text: a static HTML page and a Markdown summary (for CI).
-
-Both are pure functions of a :class:`ReportData`; images are referenced by file name relative to
-the page, so the folder can be moved, zipped or served as it is.
-"""
+"""Turning the collected outputs into text: a static HTML page, a Markdown summary (for CI) and
+``summary.json``. Every number comes from ``metrics/`` (what ``dvc metrics show`` prints) and
+the run folders; images are referenced by file name relative to the page."""
 
 from __future__ import annotations
 
@@ -10,68 +8,91 @@ import datetime as _dt
 import html
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from lungpipe.report.runs import MetricSet, Study
-from lungpipe.report.summary import ArchSummary, MetricSummary
+from lungpipe.report.figures import metric_label
+from lungpipe.report.outputs import ArchOutputs, RunOutputs
+from lungpipe.report.runinfo import differing_hyperparameters, mlflow_link
 
 
 @dataclass
 class ReportData:
     """What the page shows. Image fields hold file names inside the report folder (or None)."""
 
-    experiment: str
-    tracking_uri: str
-    metric_set: MetricSet
-    summaries: list[ArchSummary]
-    studies: list[Study] = field(default_factory=list)
+    root: str
+    archs: list[ArchOutputs]
     score_bars: str | None = None
+    overlay: str | None = None
     confusion: dict[str, str] = field(default_factory=dict)
     curves: dict[str, str] = field(default_factory=dict)
-    study_images: dict[str, list[str]] = field(default_factory=dict)
-    n_runs_seen: int = 0
     generated: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
+    @property
+    def columns(self) -> list[str]:
+        """The metrics shown per architecture (the task of the first one decides)."""
+        return ["sp", "se", "score"] if self.archs[0].task == "icbhi" else ["accuracy", "macro_f1"]
 
-def pct(value: float | None, digits: int = 2) -> str:
+
+def pct(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{100 * value:.{digits}f}"
 
 
-def value_text(m: MetricSummary) -> str:
-    """``mean`` or ``mean ± sd`` in percent."""
-    if m.mean is None:
+def pooled_text(a: ArchOutputs, key: str) -> str:
+    """``71.2 [65.0, 77.0]``: the pooled value with its 95% interval, in percent."""
+    m = a.metrics
+    if m.get(key) is None:
         return "—"
-    return pct(m.mean) if m.sd is None else f"{pct(m.mean)} ± {pct(m.sd)}"
+    low, high = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+    return pct(m[key]) + ("" if low is None or high is None else f" [{pct(low)}, {pct(high)}]")
 
 
-def ci_text(m: MetricSummary) -> str:
-    if m.ci_low is None or m.ci_high is None:
+def spread_text(a: ArchOutputs, key: str) -> str:
+    """``71.2 ± 2.1``: mean ± sd over seeds (or folds); the pooled value stands in for the mean
+    where the metric file leaves it out (Sp, Se: equal on one test split)."""
+    m = a.metrics
+    mean = m.get(f"{key}_mean", m.get(key))
+    sd = m.get(f"{key}_sd")
+    if mean is None:
         return "—"
-    return f"[{pct(m.ci_low, 1)}, {pct(m.ci_high, 1)}]"
+    return pct(mean) if sd is None else f"{pct(mean)} ± {pct(sd)}"
 
 
-def _runs_text(s: ArchSummary) -> str:
-    return f"{len(s.runs)} ({len(s.folds)} fold{'s' * (len(s.folds) != 1)} × {len(s.seeds)} seed{'s' * (len(s.seeds) != 1)})"
+def _over(a: ArchOutputs) -> str:
+    return "folds" if "folds" in a.details else "seeds"
 
 
-# ------------------------------------------------------------------------------------------ HTML
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-tr.best { background: #e8f5e9; font-weight: 600; }
-.note { color: #a15c00; font-size: 0.9em; }
-.meta { color: #666; font-size: 0.9em; }
-.grid { display: flex; flex-wrap: wrap; gap: 1.5em; }
-figure { margin: 0; }
-figure img { max-width: 560px; border: 1px solid #ddd; }
-figcaption { font-size: 0.9em; color: #555; }
-code { background: #f4f4f4; padding: 0 0.2em; }
-"""
+def run_facts(run: RunOutputs) -> dict[str, Any]:
+    s = run.summary
+    best = s.get("best_epoch")
+    return {
+        "fold": run.fold, "seed": run.seed,
+        "epochs_run": s.get("epochs_run", len(run.history) or None),
+        "epochs_configured": s.get("epochs_configured"),
+        "selected_epoch": None if best is None or best < 0 else best + 1,
+        "n_params": s.get("n_params"), "train_seconds": s.get("train_seconds"), "device": s.get("device"),
+        "test_headline": run.test_headline, "mlflow": mlflow_link(run.mlflow),
+    }
 
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222;
+       font-size: 16px; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.best { background: #e8f5e9; font-weight: 600; }
+.note { color: #a15c00; }
+.meta { color: #555; }
+.grid { display: flex; flex-wrap: wrap; gap: 1.5em; }
+figure { margin: 0; }
+figure img { width: 100%; max-width: 900px; border: 1px solid #ddd; }
+figcaption { color: #555; }
+code { background: #f4f4f4; padding: 0 0.2em; }
+"""
 
 
 def _figure(src: str | None, caption: str, alt: str) -> str:
@@ -81,134 +102,136 @@ def _figure(src: str | None, caption: str, alt: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else (f"{value:.0f} s" if value < 600 else f"{value / 60:.1f} min")
+
+
 def _scores_table(data: ReportData) -> str:
-    ms = data.metric_set
-    head = "".join(f"<th>{_e(label)} (%)</th><th>{_e(label)} 95% CI</th>" for _, label in ms.columns)
+    head = "".join(f"<th>{_e(metric_label(k))} (%) pooled [95% CI]</th><th>{_e(metric_label(k))} mean ± sd</th>"
+                   for k in data.columns)
     rows = []
-    for s in data.summaries:
-        cells = "".join(f'<td data-metric="{_e(k)}">{_e(value_text(s.metrics[k]))}</td>'
-                        f"<td>{_e(ci_text(s.metrics[k]))}</td>" for k in ms.keys)
-        mark = ' <span title="best">★ best</span>' if s.best else ""
-        cls = ' class="best"' if s.best else ""
-        rows.append(f'<tr data-arch="{_e(s.architecture)}"{cls}><td>{_e(s.architecture)}{mark}</td>{cells}'
-                    f"<td>{_e(_runs_text(s))}</td><td>{_e(', '.join(s.selections))}</td></tr>")
+    for a in data.archs:
+        cells = "".join(f'<td data-metric="{_e(k)}">{_e(pooled_text(a, k))}</td>'
+                        f'<td data-spread="{_e(k)}">{_e(spread_text(a, k))}</td>' for k in data.columns)
+        mark = ' <span title="best">★ best</span>' if a.best else ""
+        cls = ' class="best"' if a.best else ""
+        rows.append(f'<tr data-arch="{_e(a.architecture)}"{cls}><td>{_e(a.display_name)}{mark}</td>{cells}'
+                    f"<td>{a.details['n_runs']} ({_e(_over(a))})</td><td>{_e(a.details.get('selection'))}</td></tr>")
     return (f'<table id="scores"><thead><tr><th>architecture</th>{head}<th>runs</th><th>selection</th></tr>'
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _runs_table(data: ReportData) -> str:
-    ms = data.metric_set
+def _runs_table(a: ArchOutputs) -> str:
     rows = []
-    for s in data.summaries:
-        for r in sorted(s.runs, key=lambda r: (r.fold, r.seed)):
-            started = _dt.datetime.fromtimestamp(r.start_time / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-            rows.append(
-                f"<tr><td>{_e(r.architecture)}</td><td>{_e(r.fold)}</td><td>{_e(r.seed)}</td>"
-                f"<td>{_e(pct(r.test(ms.headline)))}</td><td><code>{_e(r.run_id)}</code></td>"
-                f"<td>{_e(started)}</td><td>{_e(r.tags.get('device', '?'))}</td>"
-                f"<td><code>{_e(r.tags.get('git_commit', '?')[:10])}</code></td></tr>")
-    return ('<table id="runs"><thead><tr><th>architecture</th><th>fold</th><th>seed</th>'
-            f"<th>test {_e(ms.label(ms.headline))} (%)</th><th>run id</th><th>started (UTC)</th><th>device</th>"
-            f"<th>commit</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    for run in a.runs:
+        f = run_facts(run)
+        link = f["mlflow"]
+        link_html = f'<a href="{_e(link[0])}">{_e(link[1])}</a>' if link else "—"
+        epochs = "—" if f["epochs_run"] is None else f"{f['epochs_run']}" + (
+            f" of {f['epochs_configured']}" if f["epochs_configured"] else "")
+        params = f"{f['n_params']:,}" if f["n_params"] else "—"
+        rows.append(
+            f'<tr data-run="{_e(run.fold)}/seed{_e(run.seed)}"><td>{_e(run.fold)}</td><td>{_e(run.seed)}</td>'
+            f"<td>{_e(pct(f['test_headline']))}</td><td>{_e(epochs)}</td><td>{_e(f['selected_epoch'] or '—')}</td>"
+            f"<td>{_e(params)}</td><td>{_e(_seconds(f['train_seconds']))}</td>"
+            f"<td>{_e(f['device'] or '—')}</td><td class=\"mlflow\">{link_html}</td></tr>")
+    return ('<table class="runs"><thead><tr><th>fold</th><th>seed</th>'
+            f"<th>test {_e(metric_label(a.headline))} (%)</th><th>epochs run</th><th>selected epoch</th>"
+            "<th>parameters</th><th>training time</th><th>device</th><th>MLflow run</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def _study_section(data: ReportData, study: Study) -> str:
-    images = "".join(_figure(src, src.split("-")[-1].replace("_", " ").removesuffix(".png"), study.name)
-                     for src in data.study_images.get(study.name, []))
-    states: dict[str, int] = {}
-    for t in study.trials:
-        states[t.state] = states.get(t.state, 0) + 1
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(states.items())) or "no trial runs"
-    best = "—" if study.best_value is None else f"{study.best_value:.4f}"
-    params = ", ".join(f"<code>{_e(k)}={_e(v)}</code>" for k, v in sorted(study.best_params.items())) or "—"
-    return (f'<section class="study" data-study="{_e(study.name)}"><h3>{_e(study.name)} '
-            f"({_e(study.architecture)})</h3><p>trials: {_e(counts)}; best validation value {_e(best)}; "
-            f"best parameters: {params}</p><div class=\"grid\">{images}</div></section>")
+def _hyperparameters(a: ArchOutputs) -> str:
+    config = a.runs[0].config if a.runs else {}
+    diffs = differing_hyperparameters(config)
+    if not diffs:
+        return "<p>Hyperparameters: the library defaults.</p>"
+    items = ", ".join(f"<code>{_e(k)}={_e(v)}</code>" for k, v in diffs.items())
+    return f'<p class="hyper">Hyperparameters that differ from the defaults: {items}</p>'
+
+
+def _tuning(a: ArchOutputs) -> str:
+    t = a.tuned
+    if not t or not t.get("study"):
+        return ""
+    trials = t.get("trials") or {}
+    counts = ", ".join(f"{n} {state}" for state, n in trials.items())
+    best = "—" if t.get("best_value") is None else f"{t['best_value']:.3f}"
+    return (f"<p>Tuned by Optuna study <code>{_e(t['study'])}</code> ({_e(counts)}): best validation value "
+            f"{_e(best)}.</p>")
 
 
 def render_html(data: ReportData) -> str:
-    ms = data.metric_set
+    first = data.archs[0]
+    label = metric_label(first.headline)
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>lungpipe report: {_e(data.experiment)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Architecture comparison: {_e(data.experiment)}</h1>",
-        (f'<p class="meta">MLflow store <code>{_e(data.tracking_uri)}</code>; {len(data.summaries)} '
-         f"architecture(s) from {sum(len(s.runs) for s in data.summaries)} run(s) (latest finished run per "
-         f"architecture × fold × seed, of {data.n_runs_seen} finished training runs); generated "
+        f"<title>lungpipe report</title><style>{_CSS}</style></head><body>",
+        "<h1>Architecture comparison</h1>",
+        (f'<p class="meta">From the pipeline outputs in <code>{_e(data.root)}</code> (metrics/, models/, tuned/; '
+         f"the numbers of <code>dvc metrics show</code>); {len(data.archs)} architecture(s); generated "
          f"{_e(data.generated)}.</p>"),
         "<h2>Test metrics</h2>",
-        "<p>Values are percentages on the test split: mean ± sample sd over seeds and folds when an "
-        "architecture has several runs. Intervals are 95% patient-bootstrap intervals (averaged over "
-        "runs). ★ marks the best mean " + _e(ms.label(ms.headline)) + ".</p>",
+        ("<p>Percentages on the test split. <em>Pooled</em>: the metric of all runs' predictions together, with a "
+         "95% bootstrap interval that resamples patients and seeds. <em>Mean ± sd</em>: over seeds (over folds for "
+         f"cross-validation). ★ marks the best pooled {_e(label)}.</p>"),
         _scores_table(data),
     ]
-    notes = [(s.architecture, n) for s in data.summaries for n in s.notes]
+    notes = [(a.architecture, n) for a in data.archs for n in a.notes]
     if notes:
         parts.append("<ul>" + "".join(f'<li class="note">{_e(a)}: {_e(n)}</li>' for a, n in notes) + "</ul>")
-    parts.append(_figure(data.score_bars, f"Test {ms.label(ms.headline)} per architecture", "score bars"))
+    parts.append('<div class="grid">'
+                 + _figure(data.score_bars, f"Test {label} per architecture (pooled, 95% CI)", "score bars")
+                 + _figure(data.overlay, f"Validation {label} per epoch, every architecture", "validation curves")
+                 + "</div>")
     parts.append("<h2>Per architecture</h2>")
-    for s in data.summaries:
-        parts.append(f'<section class="arch" data-arch="{_e(s.architecture)}"><h3>{_e(s.architecture)}</h3>'
-                     '<div class="grid">'
-                     + _figure(data.confusion.get(s.architecture), "test confusion matrix",
-                               f"{s.architecture} confusion")
-                     + _figure(data.curves.get(s.architecture), f"train_loss and val_{ms.headline} per epoch",
-                               f"{s.architecture} curves")
-                     + "</div></section>")
-    parts.append("<h2>Hyperparameter tuning (Optuna)</h2>")
-    if data.studies:
-        parts.extend(_study_section(data, st) for st in data.studies)
-    else:
-        parts.append("<p>No Optuna study runs in this experiment.</p>")
-    parts.append("<h2>Runs</h2>")
-    parts.append(_runs_table(data))
+    for a in data.archs:
+        parts.append(
+            f'<section class="arch" data-arch="{_e(a.architecture)}"><h3>{_e(a.display_name)}</h3>'
+            + _hyperparameters(a) + _tuning(a) + _runs_table(a) + '<div class="grid">'
+            + _figure(data.confusion.get(a.architecture), "test confusion matrix (runs pooled)",
+                      f"{a.architecture} confusion")
+            + _figure(data.curves.get(a.architecture), f"train_loss and val_{a.headline} per epoch",
+                      f"{a.architecture} curves")
+            + "</div></section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-# -------------------------------------------------------------------------------------- Markdown
 def render_markdown(data: ReportData) -> str:
-    ms = data.metric_set
-    header = ["architecture", *(f"{label} (%)" for _, label in ms.columns),
-              *(f"{label} 95% CI" for _, label in ms.columns), "runs"]
-    lines = [f"## Architecture comparison: {data.experiment}", "",
+    cols = data.columns
+    header = ["architecture", *(f"{metric_label(k)} % pooled [95% CI]" for k in cols),
+              *(f"{metric_label(k)} mean ± sd" for k in cols), "runs"]
+    lines = ["## Architecture comparison (test split)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for s in data.summaries:
-        name = f"**{s.architecture}** ★" if s.best else s.architecture
-        cells = [name, *(value_text(s.metrics[k]) for k in ms.keys), *(ci_text(s.metrics[k]) for k in ms.keys),
-                 _runs_text(s)]
+    for a in data.archs:
+        name = f"**{a.display_name}** ★" if a.best else a.display_name
+        cells = [name, *(pooled_text(a, k) for k in cols), *(spread_text(a, k) for k in cols),
+                 f"{a.details['n_runs']} ({_over(a)})"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    best = [s.architecture for s in data.summaries if s.best]
+    best = [a.architecture for a in data.archs if a.best]
     if best:
-        lines.append(f"Best test {ms.label(ms.headline)}: {', '.join(best)}. Mean ± sd over seeds/folds; "
-                     "intervals are patient-bootstrap 95% CIs.")
-    for s in data.summaries:
-        for note in s.notes:
-            lines.append(f"- ⚠ {s.architecture}: {note}")
-    if data.studies:
-        lines += ["", "### Optuna studies", "", "| study | architecture | trials | best value |", "|---|---|---|---|"]
-        for st in data.studies:
-            best_value = "—" if st.best_value is None else f"{st.best_value:.4f}"
-            lines.append(f"| {st.name} | {st.architecture} | {len(st.trials)} | {best_value} |")
+        lines.append(f"Best pooled test {metric_label(data.archs[0].headline)}: {', '.join(best)}. Intervals: 95% "
+                     "bootstrap over patients and seeds of the pooled predictions.")
+    for a in data.archs:
+        for note in a.notes:
+            lines.append(f"- ⚠ {a.architecture}: {note}")
     lines.append("")
     return "\n".join(lines)
 
 
 def summary_json(data: ReportData) -> str:
-    """Machine-readable numbers of the page (fractions), for scripts and tests."""
+    """Machine-readable numbers of the page (fractions, exactly the metric files' values)."""
     out = {
-        "experiment": data.experiment,
-        "metric_set": data.metric_set.name,
-        "headline": data.metric_set.headline,
         "architectures": {
-            s.architecture: {
-                "best": s.best, "n_runs": len(s.runs), "run_ids": [r.run_id for r in s.runs],
-                "folds": s.folds, "seeds": s.seeds,
-                **{k: vars(m) for k, m in s.metrics.items()},
-            } for s in data.summaries
+            a.architecture: {
+                "display_name": a.display_name, "best": a.best, "headline": a.headline, "metrics": a.metrics,
+                "n_runs": a.details["n_runs"],
+                "hyperparameters": differing_hyperparameters(a.runs[0].config if a.runs else {}),
+                "runs": [{**run_facts(r), "mlflow": (run_facts(r)["mlflow"] or [None])[0]} for r in a.runs],
+                "tuned": a.tuned,
+            } for a in data.archs
         },
-        "studies": {st.name: {"architecture": st.architecture, "best_value": st.best_value,
-                              "n_trials": len(st.trials), "run_id": st.run_id} for st in data.studies},
     }
     return json.dumps(out, indent=2, sort_keys=True) + "\n"

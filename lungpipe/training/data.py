@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lungpipe.training.seeding import seed_worker
 
 
 class SpectrogramDataset(Dataset):
@@ -110,15 +112,25 @@ def make_loader(
     num_workers: int = 0,
     generator: torch.Generator | None = None,
     pin_memory: bool = False,
+    drop_last: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
+    """A loader over ``dataset``; training loaders (``shuffle`` or a ``sampler``) may drop the last
+    incomplete batch. Workers are persistent and seeded from ``generator``
+    (:func:`lungpipe.training.seeding.seed_worker`)."""
+    training = shuffle or sampler is not None
+    n = len(dataset)
+    # a last batch of one breaks BatchNorm layers (MRINet's branch attention) in training
+    lone_last = n > batch_size and n % batch_size == 1
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
         num_workers=num_workers,
         generator=generator,
         pin_memory=pin_memory,
-        # a last batch of one breaks BatchNorm layers (MRINet's branch attention) in training
-        drop_last=shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1,
+        drop_last=training and ((drop_last and n >= batch_size) or lone_last),
         persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
     )

@@ -1,10 +1,17 @@
-"""Device choice and mixed precision: CUDA when present, else CPU; bf16 autocast on GPU."""
+"""Device choice and mixed precision: CUDA when present, else CPU.
+
+``amp``: ``auto`` and ``bf16`` autocast to bfloat16 on CUDA; ``fp16`` autocasts to float16 and
+scales the loss with a ``GradScaler`` (the ADD4RSC / patch-mix release); ``off`` is float32.
+On the CPU every mode trains in float32.
+"""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+from lungpipe.training.config import AMP_MODES
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -16,13 +23,26 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device``; None means float32."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {amp!r}")
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
 def autocast(device: torch.device, amp: str = "auto"):
-    """bf16 autocast on CUDA when ``amp`` is auto/bf16; a no-op context otherwise."""
-    if amp not in ("auto", "bf16", "off"):
-        raise ValueError(f"amp must be auto, bf16 or off, got {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    """Autocast to :func:`amp_dtype`; a no-op context for float32."""
+    dtype = amp_dtype(device, amp)
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, amp: str = "auto") -> torch.amp.GradScaler:
+    """A GradScaler, enabled only when training in float16 (a disabled one passes steps through)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device, amp) == torch.float16)
 
 
 def describe(device: torch.device) -> str:

@@ -1,18 +1,21 @@
 """The training engine: one loop for every architecture.
 
 It never special-cases a model: the loss comes from the model's ``training_loss`` hook (see
-``lungpipe.models.base``). Per epoch it trains, predicts the validation set, scores it with the
-caller's ``evaluate`` function, keeps the best checkpoint by ``cfg.selection_metric``, writes a
-resumable ``last.pt``, tells the callbacks (MLflow logging, Optuna pruning), and stops early when
-the validation metric has not improved for ``early_stopping_patience`` epochs.
+``lungpipe.models.base``). Per epoch it trains (:class:`~lungpipe.training.step.TrainStep`),
+predicts the validation set, scores it with the caller's ``evaluate`` function, keeps the best
+epoch by ``cfg.selection_metric`` (:class:`~lungpipe.training.selection.BestEpoch`), writes a
+resumable ``last.pt`` (:class:`~lungpipe.training.checkpoint.Checkpointer`), tells the callbacks
+(MLflow logging, Optuna pruning), and stops early when the validation metric has not improved for
+``early_stopping_patience`` epochs. Where it runs and who writes is the placement's business
+(:mod:`lungpipe.training.placement`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,25 +24,27 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from rich.progress import TextColumn
 from torch import nn
+from torch.utils.data import DataLoader
 
-from lungpipe.augment import mixup, spec_augment
-from lungpipe.progress import make_progress
-from lungpipe.training import checkpoint
+from lungpipe.training.checkpoint import Checkpointer, plain, restore_rng, rng_state
 from lungpipe.training.config import TrainConfig
-from lungpipe.training.data import SpectrogramDataset, class_weights, make_loader
-from lungpipe.training.device import autocast, pick_device
-from lungpipe.training.schedule import warmup_cosine
-from lungpipe.training.seeding import seed_everything
+from lungpipe.training.data import SpectrogramDataset
+from lungpipe.training.device import pick_device
+from lungpipe.training.display import FitDisplay
+from lungpipe.training.inference import predict_loader, predict_proba
+from lungpipe.training.optim import build_criterion, build_optimizer
+from lungpipe.training.placement import SingleProcess
+from lungpipe.training.seeding import determinism, seed_everything
+from lungpipe.training.selection import BestEpoch
+from lungpipe.training.step import LossMeter, NonFiniteLossError, TrainStep
+
+__all__ = ["EpochCallback", "FitResult", "NonFiniteLossError", "build_optimizer", "fit", "predict_proba",
+           "run_signature"]
 
 log = logging.getLogger(__name__)
 
 EvaluateFn = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 class EpochCallback(Protocol):
@@ -64,34 +69,43 @@ def run_signature(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    name = cfg.optimizer.lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9, nesterov=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam, adamw or sgd")
+@dataclass
+class _Run:
+    """What one training run holds while it trains."""
 
+    cfg: TrainConfig
+    placement: SingleProcess
+    model: nn.Module
+    step: TrainStep
+    loader: DataLoader
+    val_loader: DataLoader
+    val_labels: np.ndarray
+    steps_per_epoch: int
+    generator: torch.Generator
+    description: str
 
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, dataset: SpectrogramDataset, *, batch_size: int = 64, device: torch.device | str = "cpu",
-    amp: str = "auto", num_workers: int = 0,
-) -> np.ndarray:
-    """Class probabilities (N, K) for every row of ``dataset``, in order."""
-    device = torch.device(device)
-    model.eval().to(device)
-    out = []
-    for x, _ in make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers):
-        with autocast(device, amp):
-            logits = model(x.to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
+    @classmethod
+    def build(cls, model, train_ds, val_ds, cfg, num_classes, placement, generator, description) -> _Run:
+        model = placement.prepare(model, cfg)
+        loader = placement.train_loader(train_ds, cfg, generator)
+        spe = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
+        criterion = build_criterion(cfg, train_ds.subset_labels, num_classes, placement.device)
+        step = TrainStep(model, cfg, placement.device, criterion, generator, spe)
+        return cls(cfg, placement, model, step, loader, placement.eval_loader(val_ds, cfg), val_ds.subset_labels,
+                   spe, generator, description)
+
+    def resume_state(self, history: list[dict[str, Any]], epoch: int, best: BestEpoch) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), **self.step.state_dict(), "rng": rng_state(),
+                "generator": self.generator.get_state(), "history": history, "epoch": epoch, **best.state_dict()}
+
+    def restore(self, state: dict[str, Any], best: BestEpoch) -> int:
+        """Load a :meth:`resume_state`; returns the first epoch still to train."""
+        self.model.load_state_dict(state["model"])
+        self.step.load_state_dict(state)
+        restore_rng(state["rng"])
+        self.generator.set_state(state["generator"])
+        best.load_state_dict(state)
+        return int(state["epoch"]) + 1
 
 
 def fit(
@@ -107,140 +121,72 @@ def fit(
     callbacks: Sequence[EpochCallback] = (),
     progress: bool | None = None,
     description: str = "train",
+    placement: SingleProcess | None = None,
 ) -> FitResult:
     """Train ``model`` and return the best epoch by ``cfg.selection_metric`` on ``val_ds``.
 
     With ``checkpoint_dir``, ``last.pt`` is written after every epoch and ``best.pt`` whenever the
     validation metric improves; if ``last.pt`` of the same ``signature`` exists, training resumes
-    after its epoch (model, optimizer, schedule, RNG and history restored).
+    after its epoch (model, optimizer, schedule, scaler, RNG and history restored).
     """
-    device = pick_device(cfg.device)
-    generator = seed_everything(cfg.seed)
-    model.to(device)
-    optimizer = build_optimizer(model, cfg)
-    loader = make_loader(
-        train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, generator=generator,
-        pin_memory=device.type == "cuda",
-    )
-    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch <= 0 else min(len(loader), cfg.max_steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = warmup_cosine(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio)
-    weight = class_weights(train_ds.subset_labels, num_classes).to(device) if cfg.class_weighted else None
-    ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-
-    history: list[dict[str, Any]] = []
-    best_value, best_epoch, start_epoch, stale = -math.inf, -1, 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    resumed_from = None
-    last_path = Path(checkpoint_dir) / checkpoint.LAST if checkpoint_dir else None
-    best_path = Path(checkpoint_dir) / checkpoint.BEST if checkpoint_dir else None
-    if last_path is not None and last_path.exists():
-        state = checkpoint.load(last_path, map_location=device)
-        if state.get("signature") == signature:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            checkpoint.restore_rng(state["rng"])
-            generator.set_state(state["generator"])
-            history = state["history"]
-            best_value, best_epoch, stale = state["best_value"], state["best_epoch"], state["stale"]
-            start_epoch = resumed_from = state["epoch"] + 1
-            log.info("resuming %s from epoch %d (%s)", description, start_epoch, last_path)
-        else:
-            log.warning("%s belongs to another configuration; starting afresh", last_path)
-
-    stopped_early = False
-    if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-        stopped_early = True  # a finished, early-stopped run that is re-invoked stays finished
-    val_labels = val_ds.subset_labels
-    with make_progress(
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val {task.fields[val]}"), disable=progress is False
-        if progress is not None else None,
-    ) as bar:
-        task = bar.add_task(description, total=cfg.epochs * steps_per_epoch, loss=float("nan"), val="-")
-        bar.update(task, completed=start_epoch * steps_per_epoch)
-        for epoch in range(start_epoch, cfg.epochs):
-            if stopped_early:
-                break
-            t0 = time.perf_counter()
-            model.train()
-            loss_sum, n_seen, parts_sum = 0.0, 0, {}
-            for step, (x, y) in enumerate(loader):
-                if step >= steps_per_epoch:
-                    break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                x = spec_augment(x, cfg.augment, generator)
-                criterion = ce
-                if cfg.augment.mixup_alpha > 0 and torch.rand(1, generator=generator).item() < cfg.augment.mixup_prob:
-                    x, y_a, y_b, lam = mixup(x, y, cfg.augment.mixup_alpha, generator)
-                    criterion = _mixed_criterion(ce, y_b, lam)
-                with autocast(device, cfg.amp):
-                    out = model.training_loss(x, y, criterion)
-                loss = out.loss.float()
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"{description}: loss is {loss.item()} at epoch {epoch} step {step}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                loss_sum += loss.item() * len(y)
-                n_seen += len(y)
-                for key, value in out.parts.items():
-                    parts_sum[key] = parts_sum.get(key, 0.0) + float(value) * len(y)
-                bar.update(task, advance=1, loss=loss_sum / n_seen)
-            probs = predict_proba(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)
-            val_metrics = evaluate(val_labels, probs)
-            if cfg.selection_metric not in val_metrics:
-                raise KeyError(
-                    f"selection_metric {cfg.selection_metric!r} not among the validation metrics {sorted(val_metrics)}"
-                )
-            value = val_metrics[cfg.selection_metric]
-            value = -math.inf if value is None else float(value)
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(n_seen, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-                **{f"train_{k}": v / max(n_seen, 1) for k, v in parts_sum.items()},
-                **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float)) or v is None},
-            }
-            history.append(record)
-            improved = value > best_value
-            if improved:
-                best_value, best_epoch, stale = value, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if best_path is not None:
-                    checkpoint.save(best_path, {"model": best_state, "epoch": epoch, "value": value,
-                                                "metric": cfg.selection_metric, "signature": signature})
-            else:
-                stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                stopped_early = True
-            if last_path is not None:
-                checkpoint.save(last_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(),
-                    "generator": generator.get_state(), "history": history, "epoch": epoch,
-                    "best_value": best_value, "best_epoch": best_epoch, "stale": stale, "signature": signature,
-                })
-            bar.update(task, val=f"{cfg.selection_metric} {value:.3f} (best {best_value:.3f}@{best_epoch})")
-            for cb in callbacks:
-                cb(epoch, record)
-            if stopped_early:
-                log.info("%s: early stop at epoch %d (best %d)", description, epoch, best_epoch)
-
-    if best_state is None and best_path is not None and best_path.exists():
-        best_state = checkpoint.load(best_path)["model"]
-    return FitResult(
-        best_epoch=best_epoch, best_value=best_value, history=history, best_path=best_path,
-        stopped_early=stopped_early, resumed_from_epoch=resumed_from, device=str(device), best_state=best_state,
-    )
+    placement = placement or SingleProcess(pick_device(cfg.device))
+    with determinism(cfg.deterministic, cfg.threads):
+        generator = seed_everything(cfg.seed, cfg.deterministic)
+        run = _Run.build(model, train_ds, val_ds, cfg, num_classes, placement, generator, description)
+        checkpoints = Checkpointer(checkpoint_dir, signature, writer=placement.writer)
+        best = BestEpoch(cfg.selection_metric, cfg.early_stopping_patience)
+        history: list[dict[str, Any]] = []
+        start_epoch = resumed_from = 0
+        state = checkpoints.resume_state(placement.device)
+        if state is not None:
+            start_epoch = resumed_from = run.restore(state, best)
+            history = list(state["history"])
+            log.info("resuming %s from epoch %d (%s)", description, start_epoch, checkpoints.last_path)
+        best_state = None
+        spe = run.steps_per_epoch
+        with FitDisplay(description, cfg.epochs * spe, start_epoch * spe, progress) as display:
+            for epoch in range(start_epoch, cfg.epochs):
+                if best.should_stop:
+                    break  # also keeps a finished, early-stopped run that is re-invoked finished
+                record = _train_epoch(run, epoch, display)
+                val_metrics = plain(evaluate(run.val_labels, placement.gather(
+                    predict_loader(run.model, run.val_loader, placement.device, cfg.amp))))
+                value = best.value_of(val_metrics)
+                record.update({f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, (int, float)) or v is None})
+                history.append(record)
+                if best.update(epoch, value):
+                    best_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+                    checkpoints.save_best(best_state, epoch=epoch, value=value, metric=cfg.selection_metric)
+                checkpoints.save_last(run.resume_state(history, epoch, best))
+                display.validation(f"{cfg.selection_metric} {value:.3f} (best {best.best_value:.3f}@{best.best_epoch})")
+                if placement.writer:
+                    for cb in callbacks:
+                        cb(epoch, record)
+                if best.should_stop:
+                    log.info("%s: early stop at epoch %d (best %d)", description, epoch, best.best_epoch)
+        if best_state is None:
+            best_state = checkpoints.load_best()
+    return FitResult(best_epoch=best.best_epoch, best_value=best.best_value, history=history,
+                     best_path=checkpoints.best_path, stopped_early=best.should_stop,
+                     resumed_from_epoch=resumed_from or None, device=str(placement.device), best_state=best_state)
 
 
-def _mixed_criterion(ce: nn.Module, y_b: torch.Tensor, lam: float):
-    def criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return lam * ce(logits, y) + (1.0 - lam) * ce(logits, y_b)
-
-    return criterion
+def _train_epoch(run: _Run, epoch: int, display: FitDisplay) -> dict[str, Any]:
+    """Train one epoch; the host reads the running loss only every ``log_every`` steps."""
+    t0 = time.perf_counter()
+    run.model.train()
+    run.placement.start_epoch(run.loader, epoch)
+    meter, pending = LossMeter(run.placement.device, epoch), 0
+    for x, y in itertools.islice(run.loader, run.steps_per_epoch):
+        run.step(x, y, meter)
+        pending += 1
+        if pending == run.cfg.log_every:
+            meter.check(run.description)
+            display.steps(pending, meter.mean_loss())
+            pending = 0
+    if meter.steps > meter.checked_steps:
+        meter.check(run.description)
+    means = meter.means()
+    display.steps(pending, means["train_loss"])
+    return {"epoch": epoch, "train_loss": means.pop("train_loss"), "lr": run.step.lr,
+            "seconds": time.perf_counter() - t0, **means}

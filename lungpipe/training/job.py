@@ -25,6 +25,7 @@ from lungpipe import atomic
 from lungpipe.config import to_dict
 from lungpipe.models import create_model, resolve_config
 from lungpipe.settings import ArchSettings
+from lungpipe.training import checkpoint
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
 from lungpipe.training.engine import EpochCallback, FitResult, fit, predict_proba, run_signature
 
@@ -75,7 +76,7 @@ def _evaluator(task: str, num_classes: int):
 
 def load_model(path: Path) -> torch.nn.Module:
     """Rebuild a model saved by :func:`run_training` (``model.pt``)."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = checkpoint.load(path)  # tensors and plain data only: a model file may come from anyone
     model = create_model(saved["arch"], saved["model_config"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()
@@ -116,7 +117,8 @@ def run_training(job: TrainJob) -> TrainJobResult:
     torch.manual_seed(job.seed)
     model = create_model(s.name, model_cfg)
     resolved = {
-        "arch": s.name, "frontend": s.frontend, "fold": job.fold, "seed": job.seed, "dataset": job.dataset,
+        "arch": s.name, "display_name": display_name_of(job), "frontend": s.frontend, "fold": job.fold,
+        "seed": job.seed, "dataset": job.dataset,
         "model": resolved_model, "train": to_dict(train_cfg), "split": to_dict(s.split), "tuned": s.tuned,
         "selection": selection_note, "features": {"dir": str(job.features_dir), "n_frames": int(n_frames),
                                                    "n_mels": int(n_mels)},
@@ -151,6 +153,11 @@ def run_training(job: TrainJob) -> TrainJobResult:
         files["history"] = atomic.write_json(out_dir / "history.json", result.history)
         files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
         files["config"] = atomic.write_json(out_dir / "config.json", resolved)
+        files["run_summary"] = atomic.write_json(out_dir / "run_summary.json", {
+            "display_name": resolved["display_name"], "n_params": int(sum(p.numel() for p in model.parameters())),
+            "device": result.device, "train_seconds": float(sum(r.get("seconds", 0.0) for r in result.history)),
+            "epochs_run": len(result.history), "epochs_configured": int(train_cfg.epochs),
+            "best_epoch": int(result.best_epoch), "stopped_early": bool(result.stopped_early)})
         if job.score_test:
             test_metrics, pred_path, png = _score_test(job, model, test_split, num_classes, train_cfg)
             files["predictions"] = pred_path
@@ -161,7 +168,7 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
 
 def _score_test(job: TrainJob, model, test_split, num_classes: int, train_cfg):
-    from lungpipe.metrics import compute_metrics
+    from lungpipe.evaluation import score_test_predictions
     from lungpipe.plots import plot_confusion
     from lungpipe.predictions import write_predictions
 
@@ -173,13 +180,20 @@ def _score_test(job: TrainJob, model, test_split, num_classes: int, train_cfg):
     write_predictions(pred_path, idx["recording"].to_numpy(), idx["cycle"].to_numpy(), idx["patient"].to_numpy(),
                       labels, probs)
     preds = probs.argmax(1)
-    metrics = compute_metrics(labels, preds, task=job.metric_task, num_classes=num_classes,
-                              class_names=job.class_names, patients=idx["patient"].to_numpy(),
-                              n_resamples=job.n_boot, seed=job.seed)
-    png = plot_confusion(np.asarray(metrics["confusion"]), job.class_names or [str(i) for i in range(num_classes)],
-                         Path(job.out_dir) / "confusion.png", title=f"{job.settings.name} test")
+    names = job.class_names or [str(i) for i in range(num_classes)]
+    metrics = score_test_predictions(labels, preds, idx["patient"].to_numpy(), task=job.metric_task,
+                                     class_names=names, n_boot=job.n_boot, seed=job.seed)
+    png = plot_confusion(np.asarray(metrics["confusion"]), names,
+                         Path(job.out_dir) / "confusion.png", title=f"{display_name_of(job)}: test")
     atomic.write_json(Path(job.out_dir) / "test_metrics.json", metrics)
     return metrics, pred_path, png
+
+
+def display_name_of(job: TrainJob) -> str:
+    """The architecture named with its preset, e.g. ``resnet50 (small preset: layers 1-1-1-1, …)``."""
+    from lungpipe.naming import display_name
+
+    return display_name(job.settings.name, job.settings.model)
 
 
 class _NoRun:
@@ -198,8 +212,9 @@ def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
 
     tags = {"architecture": job.settings.name, "dataset": job.dataset, "fold": job.fold, "seed": str(job.seed),
             "device": describe(pick_device(job.settings.train.device)), "git_commit": git_commit(),
-            "selection": job.settings.split.selection, **job.tags}
-    name = job.run_name or f"{job.settings.name}-{job.fold}-seed{job.seed}"
+            "selection": job.settings.split.selection, "model_preset": str(job.settings.model.get("preset", "small")),
+            "model_summary": display_name_of(job), **job.tags}
+    name = job.run_name or f"{job.settings.name}[{tags['model_preset']}]-{job.fold}-seed{job.seed}"
     return start_run(job.tracking_uri, job.experiment, name, params=resolved, tags=tags, nested=job.nested,
                      parent_run_id=job.parent_run_id)
 

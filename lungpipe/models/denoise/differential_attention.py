@@ -58,12 +58,13 @@ class SwiGLU(nn.Module):
 class MultiHeadDifferentialAttention(nn.Module):
     """Multi-head differential self-attention on ``(B, N, d_model)`` tokens.
 
-    ``lambda_init`` is the constant of the λ re-parameterisation; the learnable vectors
-    λq1, λk1, λq2, λk2 (one set per head, width ``d_model // num_heads``) start at N(0, 0.1²) as
-    in the Differential Transformer, so λ starts close to ``lambda_init``.
+    ``lambda_init`` is the constant of the λ re-parameterisation. Initialisation as in ADD4RSC's
+    release: the learnable vectors λq1, λk1, λq2, λk2 (one row per head, width
+    ``d_model // num_heads``) with PyTorch's ``kaiming_uniform_`` at its defaults (uniform on
+    ±√(6 / head width)), the Q/K/V/O projections with ``xavier_uniform_``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, lambda_init: float, lambda_std: float = 0.1):
+    def __init__(self, d_model: int, num_heads: int, lambda_init: float):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
@@ -75,11 +76,18 @@ class MultiHeadDifferentialAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         self.v_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         self.out_proj = nn.Linear(2 * d_model, d_model, bias=False)
-        self.lambda_q1 = nn.Parameter(torch.randn(num_heads, self.head_dim) * lambda_std)
-        self.lambda_k1 = nn.Parameter(torch.randn(num_heads, self.head_dim) * lambda_std)
-        self.lambda_q2 = nn.Parameter(torch.randn(num_heads, self.head_dim) * lambda_std)
-        self.lambda_k2 = nn.Parameter(torch.randn(num_heads, self.head_dim) * lambda_std)
+        self.lambda_q1 = nn.Parameter(torch.empty(num_heads, self.head_dim))
+        self.lambda_k1 = nn.Parameter(torch.empty(num_heads, self.head_dim))
+        self.lambda_q2 = nn.Parameter(torch.empty(num_heads, self.head_dim))
+        self.lambda_k2 = nn.Parameter(torch.empty(num_heads, self.head_dim))
         self.head_norm = nn.RMSNorm(2 * self.head_dim, eps=1e-5)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lam in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
+            nn.init.kaiming_uniform_(lam)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
 
     def lambda_value(self) -> torch.Tensor:
         """λ per head, shape ``(num_heads,)``."""

@@ -2,11 +2,12 @@
 
 A frequency branch (interlaced two-stream pre-activation CNN) and a time branch (HTS-AT's Swin
 encoder on the spectrogram folded into an image, implemented here without timm) produce maps of
-the same ``(C, freq, time)`` shape; SK-style branch attention mixes them per channel, and a
+the same ``(C, freq, time)`` shape; a branch attention mixes them per channel, and a
 token-semantic head turns the mix into a class × time map whose time mean is the logits.
 
-Presets: ``paper`` (released code: blocks [6, 8, 12, 10], ≈117.3 M parameters), ``paper67m``
-(blocks [6, 8, 12, 2], 66.95 M, near the paper's stated 67.15 M), ``small`` (CPU).
+Presets: ``paper`` (the released code: blocks [6, 8, 12, 10], 119,733,980 trainable parameters at
+4 classes), ``paper67m`` (lungpipe's own approximation of the paper's unreproducible 67.15 M: blocks
+[6, 8, 12, 2], 69.32 M), ``small`` (CPU).
 """
 
 from __future__ import annotations
@@ -35,13 +36,22 @@ __all__ = [
     "mrinet",
     MRINetConfig,
     presets=PRESETS,
-    description="MRINet: interlaced-CNN frequency branch + HTS-AT Swin time branch, SK branch attention",
+    description="MRINet: interlaced-CNN frequency branch + HTS-AT Swin time branch, branch attention",
+    summaries={
+        "paper": "released MRINet: interlaced blocks 6-8-12-10 (64-512), Swin-T time branch, 1024×64 input, "
+        "focal loss, 119.7 M",
+        "paper67m": "lungpipe's approximation of the size the paper states (67.15 million; no released config): "
+        "stage 4 cut to 2 blocks, "
+        "69.3 M",
+        "small": "lungpipe's CPU size: interlaced blocks 1-1-1-1 (8-64), 3-stage Swin width 32, 256 frames, "
+        "engine's loss and augmentation",
+    },
 )
 def build_mrinet(cfg: MRINetConfig) -> MRINet:
-    """Build MRINet; load ``time_pretrained`` (Swin weights) then ``pretrained`` (whole model) if set."""
+    """Build MRINet; load ``time_pretrained`` (Swin + bn0) then ``pretrained`` (whole model) if set."""
     model = MRINet(cfg)
     if wants_pretrained(cfg.time_pretrained):
-        load_swin_weights(model.time_branch.swin, cfg.time_pretrained)
+        load_swin_weights(model, cfg.time_pretrained)
     if wants_pretrained(cfg.pretrained):
         load_model_weights(model, cfg.pretrained)
     return model

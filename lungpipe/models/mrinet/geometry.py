@@ -1,7 +1,9 @@
 """Every shape inside MRINet, derived from the config, with a clear error for impossible ones.
 
-Frequency branch: the 7×7 stride-2 stem and the 3/2 max-pool each halve both axes (rounding up),
-then each of the ``len(blocks) - 1`` transitions halves them (rounding down).
+Frequency branch: the 7×7 stride-2 stem with padding (5, 3) (time, freq) takes ``T`` frames to
+``⌊(T + 3)/2⌋ + 1`` and ``F`` bins to ``⌈F/2⌉``; the 3/2 max-pool (padding 1) halves both axes
+rounding up; each of the ``len(blocks) - 1`` transitions halves them rounding down
+(1024 × 64 → 514 × 32 → 257 × 16 → 128 × 8 → 64 × 4 → 32 × 2).
 
 Time branch (HTS-AT's folding): the ``(target_frames, n_mels)`` spectrogram is cut into ``chunks``
 equal runs of frames, and the chunks are stacked along the frequency axis into an image of
@@ -20,7 +22,11 @@ import math
 from dataclasses import dataclass
 
 from lungpipe.config import ConfigError
-from lungpipe.models.mrinet.config import MRINetConfig
+from lungpipe.models.mrinet.config import LOSSES, TIME_RESIZES, MRINetConfig
+
+#: The released stem's padding, (time, freq): asymmetric, so the time axis grows by 3 frames.
+STEM_PADDING = (5, 3)
+_STEM_KERNEL = 7
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,6 @@ def _check_sizes(cfg: MRINetConfig) -> None:
         "swin_window": cfg.swin_window,
         "swin_patch": cfg.swin_patch,
         "fused_channels": cfg.fused_channels,
-        "attention_reduction": cfg.attention_reduction,
-        "attention_min_dim": cfg.attention_min_dim,
         "head_channels": cfg.head_channels,
     }
     for name, value in positive.items():
@@ -83,16 +87,43 @@ def _check_sizes(cfg: MRINetConfig) -> None:
         dim = cfg.swin_dim * 2**i
         if dim % heads:
             _fail(f"Swin stage {i} has width {dim}, not divisible by its {heads} heads (swin_heads)")
-    if not 0.0 <= cfg.dropout < 1.0 or not 0.0 <= cfg.swin_drop_path < 1.0:
-        _fail(f"dropout {cfg.dropout} and swin_drop_path {cfg.swin_drop_path} must lie in [0, 1)")
+    if not 0.0 <= cfg.swin_drop_path < 1.0:
+        _fail(f"swin_drop_path {cfg.swin_drop_path} must lie in [0, 1)")
+    if cfg.time_resize not in TIME_RESIZES:
+        _fail(f"time_resize {cfg.time_resize!r} is not one of {list(TIME_RESIZES)}")
+    if cfg.time_resize == "bicubic_up" and cfg.n_frames > cfg.target_frames:
+        _fail(
+            f"inputs of {cfg.n_frames} frames are longer than target_frames {cfg.target_frames}, and "
+            f"time_resize 'bicubic_up' (the release) only upsamples: raise target_frames, shorten the "
+            f"features (frontend cycle max_len_s), or set time_resize: bilinear"
+        )
+    if cfg.loss not in LOSSES:
+        _fail(f"loss {cfg.loss!r} is not one of {list(LOSSES)}")
+    if cfg.focal_gamma < 0 or cfg.focal_alpha <= 0:
+        _fail(f"focal_gamma {cfg.focal_gamma} must be >= 0 and focal_alpha {cfg.focal_alpha} > 0")
+    stripes = {
+        "specaug_time_stripes": cfg.specaug_time_stripes,
+        "specaug_time_width": cfg.specaug_time_width,
+        "specaug_freq_stripes": cfg.specaug_freq_stripes,
+        "specaug_freq_width": cfg.specaug_freq_width,
+    }
+    for name, value in stripes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            _fail(f"{name} must be an integer >= 0, got {value!r}")
+    if cfg.specaug_freq_stripes and cfg.specaug_freq_width > cfg.n_mels:
+        _fail(f"specaug_freq_width {cfg.specaug_freq_width} exceeds n_mels {cfg.n_mels}")
     if cfg.swin_mlp_ratio <= 0:
         _fail(f"swin_mlp_ratio must be positive, got {cfg.swin_mlp_ratio}")
 
 
 def frequency_map_size(cfg: MRINetConfig) -> tuple[int, int]:
     """(freq, time) of the frequency branch's output."""
-    freq = math.ceil(math.ceil(cfg.n_mels / 2) / 2)
-    time = math.ceil(math.ceil(cfg.target_frames / 2) / 2)
+    pad_t, pad_f = STEM_PADDING
+    time = (cfg.target_frames + 2 * pad_t - _STEM_KERNEL) // 2 + 1
+    freq = (cfg.n_mels + 2 * pad_f - _STEM_KERNEL) // 2 + 1
+    if time < 1 or freq < 1:
+        _fail(f"a {cfg.target_frames}×{cfg.n_mels} input is smaller than the 7×7 stem")
+    freq, time = math.ceil(freq / 2), math.ceil(time / 2)
     for stage in range(1, len(cfg.blocks)):
         if freq < 2 or time < 2:
             _fail(
