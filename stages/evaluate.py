@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import load_run_config, path, report_errors
+from _common import _int_list, _section, load_data_config, path, report_errors
 
 
 @report_errors
@@ -12,15 +12,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
-    _, run = load_run_config()
+    params, run = load_data_config()
 
-    from lungpipe.evaluation import evaluate_architecture, summary_line
+    from lungpipe.config import from_dict
+    from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, summary_line
+
+    evaluation = from_dict(EvaluationConfig, _section(params, "evaluate"), where="evaluate")
+    seeds = _int_list(params, "train.seeds", [0])
 
     info = run.dataset
     details = evaluate_architecture(
         args.arch, path(f"models/{args.arch}"), path(f"metrics/{args.arch}.json"), path(f"plots/{args.arch}"),
-        task=info.metric_task, class_names=list(info.class_names), cfg=run.evaluation,
-        selection=run.selection, folds=list(run.folds), seeds=list(run.seeds),
+        task=info.metric_task, class_names=list(info.class_names), cfg=evaluation,
+        selection=_section(params, "split").get("selection", "validation"), folds=list(run.folds),
+        seeds=list(seeds),
         details_path=path(f"metrics/details/{args.arch}.json"),
     )
     print(summary_line(details))

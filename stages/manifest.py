@@ -5,12 +5,12 @@ task; items skipped as bad input)."""
 
 from __future__ import annotations
 
-from _common import load_run_config, path, report_errors
+from _common import load_data_config, path, report_errors
 
 
 @report_errors
 def main() -> None:
-    params, run = load_run_config()
+    params, run = load_data_config()
     data = params["data"]
 
     from lungpipe import atomic

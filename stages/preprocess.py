@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import argparse
 
-from _common import load_run_config, path, report_errors
+from _common import _section, load_data_config, path, report_errors
+
+
+def frontend_configs(params) -> dict:
+    """Every ``frontends.<name>`` section as a checked PreprocessConfig."""
+    from lungpipe.config import ConfigError, from_dict
+    from lungpipe.features import PreprocessConfig
+
+    sections = _section(params, "frontends")
+    if not sections:
+        raise ConfigError("frontends: no frontend is defined; add one (see params/frontends/small.yaml)")
+    return {name: from_dict(PreprocessConfig, section, where=f"frontends.{name}") for name, section in sections.items()}
 
 
 @report_errors
@@ -14,15 +25,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("frontend")
     args = ap.parse_args()
-    _, run = load_run_config()
+    params, run = load_data_config()
 
     from lungpipe.config import ConfigError
     from lungpipe.features import preprocess
 
-    if args.frontend not in run.frontends:
+    frontends = frontend_configs(params)  # every frontend checked at start-up
+    if args.frontend not in frontends:
         raise ConfigError(f"frontends.{args.frontend}: no such frontend in params.yaml; defined: "
-                          f"{', '.join(sorted(run.frontends))}")
-    cfg = run.frontends[args.frontend]
+                          f"{', '.join(sorted(frontends))}")
+    cfg = frontends[args.frontend]
     raw = run.raw_dir
     out = path(f"data/features/{args.frontend}")
     folds = list(run.dataset.folds)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, load_run_config, path, report_errors
+from _common import ROOT, path, report_errors
+from _run import load_run_config
 
 
 @report_errors

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, load_run_config, path, report_errors
+from _common import ROOT, path, report_errors
+from _run import load_run_config
+from _tuning import build_tuning
 
 
 @report_errors
@@ -20,11 +22,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
-    _, run = load_run_config()
+    params, run = load_run_config()
+    tuning = build_tuning(params, run)
 
     from lungpipe import atomic
 
-    if args.arch not in run.tuning_spaces:
+    if args.arch not in tuning.spaces:
         # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
         atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
             "study": None, "best_value": None, "best_params": {},
@@ -37,7 +40,7 @@ def main() -> None:
     from lungpipe.tracking import resolve_tracking_uri
     from lungpipe.tuning import TuneJob, make_storage, redact_url, run_study, study_name_for, tuned_record
 
-    cfg = run.tuning
+    cfg = tuning.config
     settings = run.base_archs[args.arch]  # tuning starts from params.yaml's values, not an earlier study's
     info = run.dataset
     out_dir = path(f"optuna/{args.arch}")
@@ -47,7 +50,7 @@ def main() -> None:
     if info.folds:  # cross-validation: tune on the first fold's training folds (its test fold stays unseen)
         features = features / f"fold{info.folds[0]}"
     job = TuneJob(
-        settings=settings, space=run.tuning_spaces[args.arch], features_dir=str(features),
+        settings=settings, space=tuning.spaces[args.arch], features_dir=str(features),
         dataset=info.name, metric_task=info.metric_task, class_names=list(info.class_names),
         tracking_uri=resolve_tracking_uri(ROOT), experiment=run.experiment,
     )

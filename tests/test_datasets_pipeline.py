@@ -65,6 +65,7 @@ def run_stage(root: Path, script: str, *argv: str, monkeypatch: pytest.MonkeyPat
         runpy.run_path(str(root / "stages" / script), run_name="__main__")
     finally:
         sys.modules.pop("_common", None)
+        sys.modules.pop("_run", None)
 
 
 def _dataset_info(root: Path, params: dict, monkeypatch: pytest.MonkeyPatch, *, whole_run: bool = False):
@@ -73,9 +74,15 @@ def _dataset_info(root: Path, params: dict, monkeypatch: pytest.MonkeyPatch, *, 
     try:
         import _common
 
-        return _common.build_run_config(params) if whole_run else _common.dataset_info(params)
+        if whole_run:
+            sys.modules.pop("_run", None)
+            import _run
+
+            return _run.build_run_config(params)
+        return _common.dataset_info(params)
     finally:
         sys.modules.pop("_common", None)
+        sys.modules.pop("_run", None)
 
 
 def test_esc50_cross_validation_through_the_stages(repo: Path, monkeypatch) -> None:

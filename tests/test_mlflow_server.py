@@ -23,8 +23,9 @@ CLASSES = ["normal", "crackle", "wheeze", "both"]
 def _settings():
     sys.path.insert(0, str(REPO / "stages"))
     import _common
+    import _run
 
-    s = _common.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
+    s = _run.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
     s.train = replace(s.train, epochs=EPOCHS, batch_size=16, device="cpu", num_workers=0)
     return s
 

@@ -23,6 +23,7 @@ from lungpipe.models import create_model, resolve_config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
 import _common  # noqa: E402
+import _run  # noqa: E402
 from test_profiles import PROFILES, composed  # noqa: E402  (profiles are overlays composed over params/base.yaml)
 
 
@@ -35,7 +36,7 @@ def _cases():
 @pytest.mark.parametrize("profile, arch", list(_cases()))
 def test_profile_architecture_builds_as_the_train_stage_builds_it(profile, arch):
     params = composed(profile)
-    s = _common.arch_settings(params, arch)
+    s = _run.arch_settings(params, arch)
     frontend = params["frontends"][s.frontend]
     cycle = from_dict(CycleConfig, frontend.get("cycle") or {})
     fe = from_dict(FrontendConfig, frontend.get("frontend") or {})

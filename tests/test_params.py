@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 sys.path.insert(0, str(REPO / "tests"))
 import _common  # noqa: E402
+import _run  # noqa: E402
+from stage_configs import build_all  # noqa: E402
 
 PROFILES = [REPO / "params.yaml"]  # the paper profiles are overlays: tests/test_profiles.py composes them
 
@@ -32,8 +35,11 @@ def params(request) -> dict:
     return _common.load_params(request.param)
 
 
-def _run(params, tmp_path):
-    return _common.build_run_config(params, manifest_csv=tmp_path / "absent.csv")
+def _configs(params, tmp_path):
+    """Every config the stages build at start-up, flattened for the checks below."""
+    c = build_all(params, tmp_path / "absent.csv")
+    return SimpleNamespace(**vars(c.run), frontends=c.frontends, tuning=c.tuning.config,
+                           tuning_spaces=c.tuning.spaces, tuning_architectures=c.tuning.architectures)
 
 
 def test_profiles_are_there():
@@ -41,7 +47,7 @@ def test_profiles_are_there():
 
 
 def test_every_profile_builds_all_its_configs(params, tmp_path):
-    run = _run(params, tmp_path)
+    run = _configs(params, tmp_path)
     assert run.architectures and set(run.architectures) <= set(run.archs)
     for arch in run.architectures:
         assert run.archs[arch].frontend in run.frontends
@@ -82,7 +88,7 @@ def _model_config(run, arch: str, num_classes: int) -> dict:
 
 
 def test_every_small_architecture_of_the_default_profile_trains_one_step(tmp_path):
-    run = _run(_common.load_params(REPO / "params.yaml"), tmp_path)
+    run = _configs(_common.load_params(REPO / "params.yaml"), tmp_path)
     k = len(run.dataset.class_names)
     for arch in run.architectures:
         cfg = _model_config(run, arch, k)
@@ -108,13 +114,13 @@ def _shrunk(section: dict) -> dict:
 def _profile_runs(tmp_path):
     from test_profiles import composed
 
-    return [(name, _run(composed(name), tmp_path)) for name in ("paper", "esc50", "diagnosis")]
+    return [(name, _configs(composed(name), tmp_path)) for name in ("paper", "esc50", "diagnosis")]
 
 
 def test_every_architecture_of_every_paper_profile_builds_at_full_size(tmp_path):
     """The released sizes are built once per architecture at the paper profile's input shape,
     through the train stage's path (typed settings -> create_model), pretrained weights left out."""
-    run = _run(__import__("test_profiles").composed("paper"), tmp_path)
+    run = _configs(__import__("test_profiles").composed("paper"), tmp_path)
     k = len(run.dataset.class_names)
     for arch in run.architectures:
         cfg = _model_config(run, arch, k)
@@ -139,7 +145,7 @@ def test_every_architecture_of_every_paper_profile_trains_one_step(tmp_path):
 def test_namespaced_overrides_reach_their_own_config(tmp_path):
     """ADD4RSC has a label_smoothing of its own (the bias loss's ε) and the engine has one for the
     main loss: each namespaced key reaches only its config."""
-    run = _run(_common.load_params(REPO / "params.yaml"), tmp_path)
+    run = _configs(_common.load_params(REPO / "params.yaml"), tmp_path)
     base = run.archs["add4rsc_ast"]
     model_side = with_overrides(base, {"model.label_smoothing": 0.3})
     assert model_side.model["label_smoothing"] == 0.3 and model_side.train.label_smoothing == base.train.label_smoothing
@@ -163,7 +169,7 @@ def test_namespaced_overrides_reach_their_own_config(tmp_path):
     ({"model.preset": "huge"}, "'huge' is not a cnn6 preset"),
 ])
 def test_bad_overrides_name_the_key(tmp_path, overrides, fragment):
-    base = _run(_common.load_params(REPO / "params.yaml"), tmp_path).archs["cnn6"]
+    base = _configs(_common.load_params(REPO / "params.yaml"), tmp_path).archs["cnn6"]
     with pytest.raises(ConfigError) as err:
         with_overrides(base, overrides, source="tuned/x.yaml")
     assert fragment in str(err.value)
@@ -173,21 +179,21 @@ def test_an_unknown_search_space_key_is_refused_at_start_up(tmp_path):
     params = _common.load_params(REPO / "params.yaml")
     params["tuning"]["space"]["cnn6"]["learning_rate"] = {"type": "float", "low": 0.1, "high": 0.2}
     with pytest.raises(ConfigError, match="tuning.space.cnn6: unknown override key 'learning_rate'"):
-        _run(params, tmp_path)
+        _configs(params, tmp_path)
 
 
 def test_tuned_values_are_applied_and_an_overridden_explicit_value_is_logged(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(_common, "tuned_file", lambda arch: tmp_path / "tuned" / f"{arch}.yaml")
+    monkeypatch.setattr(_run, "tuned_file", lambda arch: tmp_path / "tuned" / f"{arch}.yaml")
     (tmp_path / "tuned").mkdir()
     (tmp_path / "tuned" / "cnn6.yaml").write_text("best_params: {train.lr: 0.0042, model.dropout: 0.25}\n")
-    monkeypatch.setattr(_common, "ROOT", tmp_path)
+    monkeypatch.setattr(_run, "ROOT", tmp_path)
     params = _common.load_params(REPO / "params.yaml")
     with caplog.at_level("WARNING", logger="lungpipe.stages"):
-        run = _common.build_run_config(params, tmp_path / "absent.csv", announce_tuned=True)
+        run = _run.build_run_config(params, tmp_path / "absent.csv", announce_tuned=True)
     assert run.archs["cnn6"].train.lr == 0.0042 and run.archs["cnn6"].model["dropout"] == 0.25
     assert "train.lr=0.0042" in caplog.text and "arch.cnn6.train.lr=0.001" in caplog.text
     params["train"]["use_tuned"] = False
-    assert _common.build_run_config(params, tmp_path / "absent.csv").archs["cnn6"].train.lr == 0.001
+    assert _run.build_run_config(params, tmp_path / "absent.csv").archs["cnn6"].train.lr == 0.001
 
 
 def test_train_defaults_has_no_dead_lr():
@@ -206,7 +212,7 @@ def test_evaluation_defaults_live_in_one_place(tmp_path):
     del params["evaluate"]["n_boot"]
     from lungpipe.evaluation import EvaluationConfig
 
-    assert _run(params, tmp_path).evaluation.n_boot == EvaluationConfig().n_boot
+    assert _configs(params, tmp_path).evaluation.n_boot == EvaluationConfig().n_boot
     assert "n_boot=run.evaluation.n_boot" in (REPO / "stages" / "train.py").read_text()
 
 
@@ -298,6 +304,6 @@ def test_typed_settings_round_trip_through_plain_data(tmp_path):
     from lungpipe.config import to_dict
     from lungpipe.settings import settings_from_dict
 
-    s = _run(_common.load_params(REPO / "params.yaml"), tmp_path).archs["mrinet"]
+    s = _configs(_common.load_params(REPO / "params.yaml"), tmp_path).archs["mrinet"]
     assert settings_from_dict(json.loads(json.dumps(to_dict(s)))) == s
     assert dataclasses.replace(s) == s

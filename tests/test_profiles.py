@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 import _common  # noqa: E402
+from stage_configs import build_all  # noqa: E402
 
 PROFILE_DIR = REPO / "params" / "profile"
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
@@ -67,8 +68,8 @@ def test_the_committed_params_yaml_is_the_composed_default():
 def test_each_profile_composes_and_builds(profile, tmp_path):
     params = composed(profile)
     assert params["profile"] == profile
-    run = _common.build_run_config(params, manifest_csv=tmp_path / "absent.csv")
-    assert run.architectures and all(run.archs[a].frontend in run.frontends for a in run.architectures)
+    c = build_all(params, tmp_path / "absent.csv")
+    assert c.run.architectures and all(c.run.archs[a].frontend in c.frontends for a in c.run.architectures)
 
 
 @pytest.mark.parametrize("profile", [p for p in PROFILES if p != "default"])
@@ -92,8 +93,8 @@ def test_the_overlay_reproduces_the_full_profile_file_it_replaced(profile, tmp_p
     differing = {k: (v, flat_after.get(k, "<missing>")) for k, v in flatten(before).items() if flat_after.get(k) != v}
     assert not differing
     assert set(after["frontends"]) == set(before["frontends"])
-    run_before = _common.build_run_config(before, manifest_csv=tmp_path / "absent.csv")
-    run_after = _common.build_run_config(after, manifest_csv=tmp_path / "absent.csv")
+    all_before, all_after = build_all(before, tmp_path / "absent.csv"), build_all(after, tmp_path / "absent.csv")
+    run_before, run_after = all_before.run, all_after.run
     from lungpipe.models import resolve_config
 
     for arch, settings in run_after.archs.items():
@@ -101,8 +102,8 @@ def test_the_overlay_reproduces_the_full_profile_file_it_replaced(profile, tmp_p
         assert (settings.frontend, settings.train, settings.split) == (old.frontend, old.train, old.split), arch
         # the model section may now state a preset's value explicitly (time_tokens: 1024); the config is the same
         assert resolve_config(arch, settings.model) == resolve_config(arch, old.model), arch
-    assert run_after.frontends == run_before.frontends
-    assert run_after.tuning == run_before.tuning and run_after.tuning_spaces == run_before.tuning_spaces
+    assert all_after.frontends == all_before.frontends
+    assert all_after.tuning == all_before.tuning
     assert (run_after.dataset, run_after.seeds, run_after.folds) == (run_before.dataset, run_before.seeds,
                                                                      run_before.folds)
 

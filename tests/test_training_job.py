@@ -15,10 +15,11 @@ from lungpipe.training.job import TrainJob, run_training
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 import _common  # noqa: E402
+import _run  # noqa: E402
 
 
 def _job(tmp_path: Path, selection: str) -> TrainJob:
-    s = _common.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
+    s = _run.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
     s.train = replace(s.train, epochs=2, batch_size=16, device="cpu", num_workers=0)
     s.split = replace(s.split, selection=selection)
     features = write_feature_dir(tmp_path / "features", n_train=48, n_test=40, n_frames=32, n_mels=16)

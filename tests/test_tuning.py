@@ -34,6 +34,7 @@ from lungpipe.tuning import (
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 import _common  # noqa: E402
+import _run  # noqa: E402
 
 
 def _params(space: dict) -> dict:
@@ -52,7 +53,7 @@ def _job(tmp_path, space=SPACE, tracking=None, features=None, **train) -> TuneJo
     feats = features or write_feature_dir(tmp_path / "features")
     params = _params(space)
     params["train"]["defaults"].update(train)
-    settings = _common.arch_settings(params, "cnn6")
+    settings = _run.arch_settings(params, "cnn6")
     return TuneJob(settings=settings, space=parse_space("cnn6", params["tuning"]["space"]["cnn6"], settings),
                    features_dir=str(feats), tracking_uri=tracking, experiment="tune-test",
                    class_names=["normal", "crackle", "wheeze", "both"])

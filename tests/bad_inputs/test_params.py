@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "stages"))
 import _common  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tests"))
+from stage_configs import build_all  # noqa: E402
+
 DELETE = object()
 
 BAD_PARAMS = [
@@ -72,13 +75,13 @@ def _edited(edit: dict) -> dict:
 @pytest.mark.parametrize("edit, fragment", BAD_PARAMS, ids=[next(iter(e)) for e, _ in BAD_PARAMS])
 def test_a_bad_param_is_refused_at_start_up_naming_its_key(edit, fragment, tmp_path):
     with pytest.raises(ConfigError) as err:
-        _common.build_run_config(_edited(edit), manifest_csv=tmp_path / "absent.csv")
+        build_all(_edited(edit), tmp_path / "absent.csv")
     assert fragment in str(err.value)
 
 
 def test_the_committed_params_pass():
     """The table's rows fail because of their edit, not because the base is broken."""
-    assert _common.build_run_config(_edited({}), manifest_csv=REPO / "absent.csv").architectures
+    assert build_all(_edited({}), REPO / "absent.csv").run.architectures
 
 
 def _stage(script: str, *args: str, params: dict, tmp_path: Path, debug: bool = False) -> subprocess.CompletedProcess:
@@ -92,16 +95,21 @@ def _stage(script: str, *args: str, params: dict, tmp_path: Path, debug: bool = 
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("script, args", [("train.py", ("cnn6",)), ("download.py", ())])
-def test_a_stage_with_a_bad_param_prints_one_error_line_and_no_traceback(script, args, tmp_path):
+@pytest.mark.parametrize("script, args, edit, message", [
+    ("train.py", ("cnn6",), {"arch.cnn6.train.lr": [float("nan"), float("nan")]},
+     "error: arch.cnn6.train.lr: expected a number, got [nan, nan] (list)"),
+    ("download.py", (), {"data.folds": ["official", 1]},
+     "error: data.folds ['official', 1] mixes 'official' with fold numbers"),
+])
+def test_a_stage_with_a_bad_param_prints_one_error_line_and_no_traceback(script, args, edit, message, tmp_path):
     """What `dvc repro` shows: the stage exits 1 before any work with `error: <key>: …`; brackets
     in the message survive (no rich markup); LUNGPIPE_DEBUG=1 shows the traceback."""
-    params = _edited({"arch.cnn6.train.lr": [float("nan"), float("nan")]})
+    params = _edited(edit)
     done = _stage(script, *args, params=params, tmp_path=tmp_path)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
-    assert "error: arch.cnn6.train.lr: expected a number, got [nan, nan] (list)" in done.stderr
-    assert not (tmp_path / "data").exists() and not (REPO / "models" / "cnn6" / "tmp").exists()
+    assert message in done.stderr
+    assert not (tmp_path / "data").exists()
     debug = _stage(script, *args, params=params, tmp_path=tmp_path, debug=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
 
