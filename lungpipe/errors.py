@@ -101,7 +101,7 @@ def report_errors(main: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             print_error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
-        except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
+        except Exception as exc:
             if debug_enabled():
                 raise
             print_error(error_message(exc))

@@ -11,7 +11,7 @@ wrong one: ``train.<field>`` (TrainConfig), ``augment.<field>`` (AugmentConfig),
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,17 +38,6 @@ class ArchSettings:
     train: TrainConfig
     split: SplitConfig
     tuned: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """The configured data source as the training and evaluation code needs it."""
-
-    name: str
-    class_names: tuple[str, ...]
-    task: str  # "cycle" | "recording"
-    metric_task: str  # "icbhi" | "multiclass"
-    folds: tuple[int, ...] = ()  # cross-validation folds; () for the official split
 
 
 def model_config_keys(arch: str) -> set[str]:
@@ -116,7 +105,7 @@ def with_overrides(settings: ArchSettings, overrides: Mapping[str, Any], *, sour
 
 
 def _unknown_override(arch: str, key: str, source: str, model_keys: set[str]) -> str:
-    namespace, name = _split_key(key)
+    namespace, _ = _split_key(key)
     hint = ""
     if namespace not in OVERRIDE_NAMESPACES:
         homes = [ns for ns, names in (("train", TRAIN_KEYS), ("augment", AUGMENT_KEYS), ("model", model_keys))
@@ -126,26 +115,3 @@ def _unknown_override(arch: str, key: str, source: str, model_keys: set[str]) ->
     return (f"{source}: unknown override key {key!r} for {arch}{hint}; keys are train.<field> "
             f"({', '.join(sorted(TRAIN_KEYS))}), augment.<field> ({', '.join(sorted(AUGMENT_KEYS))}) "
             f"or model.<field> ({', '.join(sorted(model_keys))})")
-
-
-def check_override_keys(settings: ArchSettings, keys: Sequence[str], *, source: str) -> None:
-    """Raise the ConfigError :func:`with_overrides` would raise for an unknown key in ``keys``
-    (search spaces are checked this way before any trial runs)."""
-    model_keys = model_config_keys(settings.name)
-    for key in keys:
-        namespace, name = _split_key(key)
-        known = {"train": TRAIN_KEYS, "augment": AUGMENT_KEYS, "model": model_keys}.get(namespace, set())
-        if name not in known:
-            raise ConfigError(_unknown_override(settings.name, key, source, model_keys))
-
-
-def settings_from_dict(data: Mapping[str, Any]) -> ArchSettings:
-    """Rebuild :class:`ArchSettings` from its plain-data form (``to_dict``), e.g. from an
-    Optuna study's user attributes."""
-    return ArchSettings(
-        name=data["name"], frontend=data["frontend"], model=dict(data["model"]),
-        train=from_dict(TrainConfig, data["train"], where="settings.train"),
-        split=from_dict(SplitConfig, data["split"], where="settings.split"),
-        tuned=dict(data.get("tuned") or {}),
-    )
-

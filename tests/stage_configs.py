@@ -11,10 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "stages") not in sys.path:
     sys.path.insert(0, str(REPO / "stages"))
 
-import _common  # noqa: E402
-import _run  # noqa: E402
-import _tuning  # noqa: E402
-import preprocess  # noqa: E402
+import _common
+import _run
+import _tuning
+import preprocess
 
 
 @dataclass

@@ -23,9 +23,9 @@ from lungpipe.settings import with_overrides
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 sys.path.insert(0, str(REPO / "tests"))
-import _common  # noqa: E402
-import _run  # noqa: E402
-from stage_configs import build_all  # noqa: E402
+import _common
+import _run
+from stage_configs import build_all
 
 PROFILES = [REPO / "params.yaml"]  # the paper profiles are overlays: tests/test_profiles.py composes them
 
@@ -198,7 +198,8 @@ def test_tuned_values_are_applied_and_an_overridden_explicit_value_is_logged(tmp
 
 def test_train_defaults_has_no_dead_lr():
     """Every architecture sets its own lr, so a train.defaults.lr would never be used."""
-    from test_profiles import PROFILES as NAMES, composed
+    from test_profiles import PROFILES as NAMES
+    from test_profiles import composed
 
     for name in NAMES:
         params = composed(name)
@@ -301,9 +302,9 @@ def test_the_scan_catches_an_offender(tmp_path, monkeypatch):
 
 def test_typed_settings_round_trip_through_plain_data(tmp_path):
     """A study stores the settings as plain data; rebuilt, they equal the original."""
-    from lungpipe.config import to_dict
-    from lungpipe.settings import settings_from_dict
+    from lungpipe.config import from_dict, to_dict
+    from lungpipe.settings import ArchSettings
 
     s = _configs(_common.load_params(REPO / "params.yaml"), tmp_path).archs["mrinet"]
-    assert settings_from_dict(json.loads(json.dumps(to_dict(s)))) == s
+    assert from_dict(ArchSettings, json.loads(json.dumps(to_dict(s)))) == s
     assert dataclasses.replace(s) == s

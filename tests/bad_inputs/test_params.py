@@ -16,10 +16,10 @@ from lungpipe.errors import print_error, report_errors
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "stages"))
-import _common  # noqa: E402
+import _common
 
 sys.path.insert(0, str(REPO / "tests"))
-from stage_configs import build_all  # noqa: E402
+from stage_configs import build_all
 
 DELETE = object()
 
@@ -91,7 +91,7 @@ def _stage(script: str, *args: str, params: dict, tmp_path: Path, debug: bool = 
     env.pop("LUNGPIPE_DEBUG", None)
     if debug:
         env["LUNGPIPE_DEBUG"] = "1"
-    return subprocess.run([sys.executable, str(REPO / "stages" / script), *args], env=env, cwd=tmp_path,
+    return subprocess.run(check=False, args=[sys.executable, str(REPO / "stages" / script), *args], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -148,7 +148,7 @@ def test_the_lungpipe_cli_reports_through_the_same_wrapper(tmp_path):
     bad.write_text("label,pred\n0,[nan]\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("LUNGPIPE_DEBUG", None)
-    done = subprocess.run([sys.executable, "-m", "lungpipe.cli", "evaluate", str(bad)], env=env,
+    done = subprocess.run(check=False, args=[sys.executable, "-m", "lungpipe.cli", "evaluate", str(bad)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and str(bad) in done.stderr

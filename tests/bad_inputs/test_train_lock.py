@@ -22,7 +22,7 @@ from lungpipe.locks import LOCK_NAME, FolderLock, ensure_writable
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
-from featuredir import write_feature_dir  # noqa: E402
+from featuredir import write_feature_dir
 
 
 def test_a_second_holder_is_refused_naming_the_pid(tmp_path):
@@ -97,7 +97,7 @@ def test_an_orphaned_trainer_blocks_a_second_one_until_it_dies(tmp_path):
         parent.wait(timeout=30)
         assert _alive(orphan), "the trainer should outlive its killed parent"
 
-        second = subprocess.run([sys.executable, "stages/train.py", "cnn6"], cwd=root, env=_env(root),
+        second = subprocess.run(check=False, args=[sys.executable, "stages/train.py", "cnn6"], cwd=root, env=_env(root),
                                 capture_output=True, text=True, timeout=300)
         assert second.returncode == 1 and "Traceback" not in second.stderr
         assert f"in use by another trainer (PID {orphan}, still running)" in second.stderr
@@ -113,7 +113,7 @@ def test_an_orphaned_trainer_blocks_a_second_one_until_it_dies(tmp_path):
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["train"]["defaults"]["epochs"] = 1
         short.write_text(yaml.safe_dump(params, sort_keys=False))
-        third = subprocess.run([sys.executable, "stages/train.py", "cnn6"], cwd=root, env=_env(root, short),
+        third = subprocess.run(check=False, args=[sys.executable, "stages/train.py", "cnn6"], cwd=root, env=_env(root, short),
                                capture_output=True, text=True, timeout=300)
         assert third.returncode == 0, third.stderr[-3000:]
         assert f"taking over the lock left by PID {orphan} (no longer running)" in third.stderr
