@@ -272,9 +272,9 @@ def _in_docstring_or_message(tree: ast.AST, target: ast.Constant) -> bool:
 
 def test_stages_pass_no_whole_params_mapping_to_the_library():
     """Stage scripts call the library with typed configs or sections, never the whole mapping
-    (only _common's own helpers receive it)."""
-    common_funcs = {n.name for n in ast.parse((REPO / "stages" / "_common.py").read_text()).body
-                    if isinstance(n, ast.FunctionDef)}
+    (only the stages' own helpers in stages/ receive it)."""
+    common_funcs = {n.name for f in (REPO / "stages").glob("*.py") for n in ast.parse(f.read_text()).body
+                    if isinstance(n, ast.FunctionDef)}  # the stages' own helpers may read the mapping
     offenders = []
     for file in sorted((REPO / "stages").glob("*.py")):
         tree = ast.parse(file.read_text(encoding="utf-8"))
