@@ -43,7 +43,7 @@ def test_selection_validation_holds_out_training_patients(tmp_path):
 
 
 def test_an_unknown_selection_is_an_error_naming_it(tmp_path):
-    with pytest.raises(ValueError, match="split.selection.*'best'"):
+    with pytest.raises(ValueError, match="selection: must be one of validation, test, got 'best'"):
         run_training(_job(tmp_path, "best"))
 
 

@@ -111,7 +111,8 @@ def test_the_tests_run_before_any_retraining(workflow):
         runs = [line for _, _, line in _run_lines({"jobs": {name: job}})]
         tests = [i for i, r in enumerate(runs) if r.startswith("python -m pytest")]
         assert tests, f"{name}: no test step"
-        assert tests[0] < runs.index("dvc repro"), name
+        retrain = next(i for i, r in enumerate(runs) if r.startswith(("dvc repro", "dvc exp run")))
+        assert tests[0] < retrain, name
         assert " -x" in runs[tests[0]], "stop at the first failure: no retraining on broken code"
 
 
