@@ -84,7 +84,7 @@ def _alive(pid: int) -> bool:
 
 def test_an_orphaned_trainer_blocks_a_second_one_until_it_dies(tmp_path):
     root = _project(tmp_path / "repo", epochs=100_000)  # trains until killed
-    lock = root / "checkpoints" / "cnn6" / "official" / LOCK_NAME
+    lock = root / "checkpoints" / "cnn6" / LOCK_NAME  # the stage locks the architecture's checkpoint folder
     # the parent plays `dvc repro`: a process whose child is the trainer
     parent = subprocess.Popen(["sh", "-c", f"{sys.executable} stages/train.py cnn6 --fold official; sleep 600"],
                               cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
