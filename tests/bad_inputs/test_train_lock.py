@@ -44,7 +44,9 @@ def test_an_unwritable_output_folder_is_named_before_any_work(tmp_path):
 def _project(root: Path, epochs: int) -> Path:
     shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(architectures=["cnn6"], use_tuned=False)
+    params["train"].update(architectures=["cnn6"], use_tuned=False, seeds=[0])
+    params["arch"] = {"cnn6": params["arch"]["cnn6"]}  # train.architectures lists exactly the arch sections
+    params["tuning"].update(architectures=["cnn6"])
     params["train"]["defaults"].update(epochs=epochs, batch_size=16, max_steps_per_epoch=1, device="cpu")
     params["evaluate"]["n_boot"] = 10
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
