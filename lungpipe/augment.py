@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lungpipe.config import ConfigError
+from lungpipe.config import require, require_choice
 
 AUGMENT_MODES = ("lungpipe", "release")
 FILLS = ("mean", "zero")
@@ -53,19 +53,14 @@ class AugmentConfig:
     mixup_prob: float = 0.5  # chance that a batch is mixed when mixup_alpha > 0
 
     def __post_init__(self) -> None:
-        if self.mode not in AUGMENT_MODES:
-            raise ConfigError(f"augment.mode must be one of {list(AUGMENT_MODES)}, got {self.mode!r}")
-        if self.fill not in FILLS:
-            raise ConfigError(f"augment.fill must be one of {list(FILLS)}, got {self.fill!r}")
+        require_choice(self, "mode", AUGMENT_MODES)
+        require_choice(self, "fill", FILLS)
         for name in ("freq_mask_frac", "time_mask_frac"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"augment.{name} must be a fraction of the axis in [0, 1], got {value!r}")
+            require(self, name, 0.0 <= getattr(self, name) <= 1.0, "must be a fraction of the axis in [0, 1]")
         for name in ("freq_masks", "time_masks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"augment.{name} must be a whole number >= 0, got {value!r}")
-
+            require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        require(self, "mixup_alpha", self.mixup_alpha >= 0, "must be >= 0 (0 disables mixup)")
+        require(self, "mixup_prob", 0 <= self.mixup_prob <= 1, "must be between 0 and 1")
 
 def max_mask_width(frac: float, size: int) -> int:
     """The largest mask width on an axis of ``size`` cells: ``round(frac * size)``, at most ``size``."""

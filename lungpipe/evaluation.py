@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lungpipe import atomic
+from lungpipe.config import require
 from lungpipe.errors import DataError
 
 
@@ -39,6 +40,9 @@ from lungpipe.errors import DataError
 class EvaluationConfig:
     n_boot: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self, "n_boot", self.n_boot >= 1, "must be >= 1 (bootstrap resamples)")
 
 
 #: Suffixes of the metric file: pooled interval bounds, spread over seeds (or folds).

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungpipe.config import ConfigError, from_dict
+from lungpipe.config import ConfigError, from_dict, require, require_choice
 from lungpipe.errors import LungpipeError
-from lungpipe.settings import ArchSettings, apply_overrides
-from lungpipe.training.config import TrainConfig
+from lungpipe.settings import ArchSettings, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,9 @@ class SearchParam:
     choices: list[Any] | None = None
 
 
+PRUNERS = ("median", "hyperband", "none")
+
+
 @dataclass
 class TuningConfig:
     n_trials: int = 4
@@ -64,11 +66,17 @@ class TuningConfig:
     heartbeat_interval: int = 60  # RDB storages: stale trials of a killed worker are failed
     metric: str = "auto"  # validation metric to maximise (auto: ICBHI Score, or macro-F1 for multiclass)
 
+    def __post_init__(self) -> None:
+        require(self, "n_trials", self.n_trials >= 1, "must be >= 1")
+        require(self, "epochs", self.epochs >= 1, "must be >= 1")
+        require_choice(self, "pruner", PRUNERS)
+        require(self, "heartbeat_interval", self.heartbeat_interval >= 1, "must be >= 1 (seconds)")
+
 
 def parse_space(arch: str, space: Mapping[str, Any] | None, base: ArchSettings) -> dict[str, SearchParam]:
     """Validate the search space: each entry must be a well-formed SearchParam AND a key the
     architecture's training/augment/model config knows (``train.lr``, ``augment.mixup_alpha``,
-    ``model.dropout``; plain field names are routed the same way)."""
+    ``model.dropout``)."""
     parsed = {}
     for key, spec in (space or {}).items():
         p = from_dict(SearchParam, spec, where=f"tuning.space.{arch}.{key}")
@@ -89,22 +97,9 @@ def parse_space(arch: str, space: Mapping[str, Any] | None, base: ArchSettings) 
 
 
 def with_values(base: ArchSettings, values: Mapping[str, Any]) -> ArchSettings:
-    """``base`` with a trial's (or the tuned file's) values applied; a key no config knows is a
-    ConfigError naming it."""
-    train, model = apply_overrides(base.name, dataclasses.asdict(base.train), base.model,
-                                   {_field_name(k): v for k, v in values.items()})
-    return dataclasses.replace(base, model=model, tuned={**base.tuned, **values},
-                               train=from_dict(TrainConfig, train, where=f"train settings of {base.name}"))
-
-
-_NAMESPACES = ("train.", "augment.", "model.")
-
-
-def _field_name(key: str) -> str:
-    for ns in _NAMESPACES:
-        if key.startswith(ns):
-            return key[len(ns):]
-    return key
+    """``base`` with a trial's (or the tuned file's) namespaced values applied
+    (:func:`lungpipe.settings.with_overrides`); a key no config knows is a ConfigError naming it."""
+    return with_overrides(base, values, source=f"tuning.space.{base.name}")
 
 
 def _example(p: SearchParam) -> Any:

@@ -13,26 +13,25 @@ from __future__ import annotations
 
 import shutil
 
-from _common import load_params, path, setup_logging
+from _common import load_data_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
-    setup_logging()
-    params = load_params()
+    params, run = load_data_config()
     data = params["data"]
 
     from lungpipe.atomic import atomic_path
     from lungpipe.data.archive import archive_kind, extract_archive
     from lungpipe.data.download import download_file
-    from lungpipe.data.sources import cv_folds, source_from_params
+    from lungpipe.data.sources import source_from_params
     from lungpipe.errors import DataError
 
     source, cfg = source_from_params(data)
-    cv_folds(data.get("folds"), source, cfg)  # a bad data.folds fails here, before any download
     downloads = path("data/downloads")
     downloads.mkdir(parents=True, exist_ok=True)
     (downloads / "README.txt").write_text("Downloaded archives (kept between runs so a download can resume).\n")
-    raw = path(data.get("raw_dir", "data/raw"))
+    raw = run.raw_dir
     if raw.exists():
         shutil.rmtree(raw)
     with atomic_path(raw, suffix="") as tmp:

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from _common import dataset_info, load_params, path, setup_logging
+from _common import _int_list, _section, load_data_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    params, run = load_data_config()
 
     from lungpipe.config import from_dict
     from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, summary_line
     from lungpipe.progress import format_number
 
-    info = dataset_info(params)
+    evaluation = from_dict(EvaluationConfig, _section(params, "evaluate"), where="evaluate")
+    seeds = _int_list(params, "train.seeds", [0])
+
+    info = run.dataset
     details = evaluate_architecture(
         args.arch, path(f"models/{args.arch}"), path(f"metrics/{args.arch}.json"), path(f"plots/{args.arch}"),
-        task=info["metric_task"], class_names=info["class_names"],
-        cfg=from_dict(EvaluationConfig, params.get("evaluate"), where="evaluate"),
-        selection=params["split"].get("selection", "validation"),
-        folds=[str(f) for f in params["data"].get("folds", ["official"])],
-        seeds=[int(k) for k in params["train"].get("seeds", [0])],
+        task=info.metric_task, class_names=list(info.class_names), cfg=evaluation,
+        selection=_section(params, "split").get("selection", "validation"), folds=list(run.folds),
+        seeds=list(seeds),
         details_path=path(f"metrics/details/{args.arch}.json"),
     )
     print(summary_line(details))

@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import logging
 
-from _common import load_params, path, setup_logging
+from _common import load_data_config, path, report_errors
 
 
+@report_errors
 def main() -> None:
-    setup_logging()
-    params = load_params()
+    params, run = load_data_config()
     data = params["data"]
 
     from lungpipe import atomic
     from lungpipe.data.class_counts import write_class_counts
-    from lungpipe.data.sources import cv_folds, source_from_params
+    from lungpipe.data.sources import source_from_params
     from lungpipe.data.split import SplitScheme, apply_split_scheme, shared_patients_warning
 
     source, cfg = source_from_params(data)
-    folds = cv_folds(data.get("folds"), source, cfg)
+    folds = list(run.dataset.folds)
     split = params.get("split") or {}
     split_scheme = SplitScheme(scheme=split.get("scheme", "official"), seed=split.get("seed", 1))
-    built = source.build(path(data.get("raw_dir", "data/raw")), cfg)
+    built = source.build(run.raw_dir, cfg)
     manifest = apply_split_scheme(built.manifest, split_scheme, where=f"data.source {source.name}")
     if (warning := shared_patients_warning(manifest)) is not None:
         logging.getLogger("manifest").warning(warning)

@@ -6,9 +6,21 @@ from __future__ import annotations
 
 import argparse
 
-from _common import load_params, path, setup_logging
+from _common import _section, load_data_config, path, report_errors
 
 
+def frontend_configs(params) -> dict:
+    """Every ``frontends.<name>`` section as a checked PreprocessConfig."""
+    from lungpipe.config import ConfigError, from_dict
+    from lungpipe.features import PreprocessConfig
+
+    sections = _section(params, "frontends")
+    if not sections:
+        raise ConfigError("frontends: no frontend is defined; add one (see params/frontends/small.yaml)")
+    return {name: from_dict(PreprocessConfig, section, where=f"frontends.{name}") for name, section in sections.items()}
+
+
+@report_errors
 def main() -> None:
     from lungpipe.features.numerics import pin_portable_numerics
 
@@ -16,19 +28,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("frontend")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    params, run = load_data_config()
 
-    from lungpipe.config import from_dict
-    from lungpipe.features import PreprocessConfig, preprocess
+    from lungpipe.config import ConfigError
+    from lungpipe.features import preprocess
 
-    frontends = params.get("frontends") or {}
+    frontends = frontend_configs(params)  # every frontend checked at start-up
     if args.frontend not in frontends:
-        raise SystemExit(f"params.yaml has no frontends.{args.frontend}; defined: {sorted(frontends)}")
-    cfg = from_dict(PreprocessConfig, frontends[args.frontend], where=f"frontends.{args.frontend}")
-    raw = path(params["data"].get("raw_dir", "data/raw"))
+        raise ConfigError(f"frontends.{args.frontend}: no such frontend in params.yaml; defined: "
+                          f"{', '.join(sorted(frontends))}")
+    cfg = frontends[args.frontend]
+    raw = run.raw_dir
     out = path(f"data/features/{args.frontend}")
-    folds = [f for f in params["data"].get("folds", ["official"]) if str(f) != "official"]
+    folds = list(run.dataset.folds)
     if not folds:
         print(preprocess(path("data/manifest.csv"), raw, out, cfg))
         return

@@ -1,25 +1,30 @@
-"""DVC stage train@<arch>: train one architecture on every fold of ``data.folds`` (or one, with
-``--fold``), for every seed in ``train.seeds``.
+"""DVC stage train@<arch>: train one architecture on every fold of data.folds, for every seed in params.
 
 Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, config.json,
 run_summary.json, ...} and resumable checkpoints under checkpoints/<arch>/<fold>/seed<k>/
-(persisted by DVC). Every seed is an MLflow run.
+(persisted by DVC). Every seed is an MLflow run. The stage holds checkpoints/<arch>/train.lock
+while it trains: a second trainer of the same architecture (say, a new `dvc repro` while the
+trainer of a killed one still runs) refuses to start and names the PID that holds it.
 
 With ``train.distributed`` asking for more than one process, the stage re-launches itself under
 ``torchrun`` (lungpipe.training.launch); started by torchrun, it is one rank of a data-parallel run
-(lungpipe.training.distributed). On a second machine: ``python stages/train.py <arch> --node-rank 1``.
+(lungpipe.training.distributed), and rank 0 alone holds the lock and writes. On a second machine:
+``python stages/train.py <arch> --node-rank 1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 
-from _common import ROOT, dataset_info, experiment_name, load_params, path, setup_logging
+from _common import ROOT, path, report_errors
+from _run import load_run_config
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
@@ -27,67 +32,61 @@ def main() -> None:
     ap.add_argument("--node-rank", type=int, default=None,
                     help="this machine's rank in a multi-node run (overrides train.distributed.node_rank)")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
+    params, run = load_run_config(announce_tuned=True)
 
-    from lungpipe.config import from_dict
+    from lungpipe.config import ConfigError, from_dict
+    from lungpipe.locks import FolderLock, ensure_writable
+    from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
+    from lungpipe.training.distributed import torchrun_placement
+    from lungpipe.training.job import TrainJob, run_training
     from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
 
-    distributed = dict(params["train"].get("distributed") or {})
+    if args.arch not in run.architectures:
+        raise ConfigError(f"train.architectures: {args.arch!r} is not listed ({', '.join(run.architectures)}); "
+                          "add it there to train it")
+    if args.fold is not None and str(args.fold) not in run.folds:
+        raise ConfigError(f"data.folds: fold {args.fold!r} is not listed ({', '.join(run.folds)})")
+    distributed = dict((params.get("train") or {}).get("distributed") or {})
     if args.node_rank is not None:
         distributed["node_rank"] = args.node_rank
     distributed = from_dict(DistributedConfig, distributed, where="train.distributed")
+    settings = run.archs[args.arch]
+    per_rank_batch(settings.train.batch_size, distributed.world_size, f"arch.{args.arch}.train.batch_size")
     if distributed.launches and not under_torchrun():
         cmd = torchrun_command(distributed, __file__, sys.argv[1:])
         logging.getLogger("train").info("launching %d processes: %s", distributed.world_size, " ".join(cmd))
         os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
 
-    import yaml
-
-    from lungpipe.settings import arch_settings
-    from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
-    from lungpipe.training.distributed import torchrun_placement
-    from lungpipe.training.job import TrainJob, run_training
-
-    listed = params["train"].get("architectures")
-    if listed is not None and sorted(listed) != sorted(params.get("arch") or {}):
-        from lungpipe.config import ConfigError
-
-        raise ConfigError(f"train.architectures {listed} must list exactly the architectures of the arch section "
-                          f"{sorted(params.get('arch') or {})}: dvc.yaml trains every arch.<name> (remove an "
-                          "arch section to stop training it)")
-    tuned = {}
-    tuned_file = path(f"tuned/{args.arch}.yaml")
-    if params["train"].get("use_tuned") and tuned_file.exists():
-        tuned = (yaml.safe_load(tuned_file.read_text()) or {}).get("best_params") or {}
-    settings = arch_settings(params, args.arch, tuned)
-    per_rank_batch(settings.train.batch_size, distributed.world_size, f"{args.arch}: train.batch_size")
-    info = dataset_info(params)
+    folds = [str(args.fold)] if args.fold is not None else list(run.folds)
+    info = run.dataset
+    out_root = ensure_writable(path(f"models/{args.arch}"))
+    checkpoints = ensure_writable(path(f"checkpoints/{args.arch}"))
     uri = resolve_tracking_uri(ROOT)
     check_tracking_server(uri)  # fail before training, not after hours
-    folds = [str(args.fold)] if args.fold is not None else [str(f) for f in params["data"].get("folds", ["official"])]
     with torchrun_placement(settings.train.device, distributed.backend) as placement:
-        for fold in folds:
-            features = path(f"data/features/{settings.frontend}")
-            if fold != "official":
-                features = features / f"fold{fold}"
-            for seed in params["train"].get("seeds", [0]):
-                run_training(TrainJob(
-                    settings=settings,
-                    features_dir=features,
-                    out_dir=path(f"models/{args.arch}/{fold}/seed{seed}"),
-                    checkpoint_dir=path(f"checkpoints/{args.arch}/{fold}/seed{seed}"),
-                    seed=int(seed),
-                    dataset=info["name"],
-                    fold=fold,
-                    metric_task=info["metric_task"],
-                    class_names=info["class_names"],
-                    tracking_uri=uri,
-                    experiment=experiment_name(params),
-                    tags={"dvc_stage": f"train@{args.arch}"},
-                    n_boot=int(params.get("evaluate", {}).get("n_boot", 200)),
-                    placement=placement,
-                ))
+        lock = FolderLock(checkpoints) if placement.writer else contextlib.nullcontext()
+        with lock:
+            for fold in folds:
+                features = path(f"data/features/{settings.frontend}")
+                if fold != "official":
+                    features = features / f"fold{fold}"
+                for seed in run.seeds:
+                    run_training(TrainJob(
+                        settings=settings,
+                        features_dir=features,
+                        out_dir=out_root / fold / f"seed{seed}",
+                        checkpoint_dir=checkpoints / fold / f"seed{seed}",
+                        seed=seed,
+                        dataset=info.name,
+                        fold=fold,
+                        metric_task=info.metric_task,
+                        class_names=list(info.class_names),
+                        tracking_uri=uri,
+                        experiment=run.experiment,
+                        tags={"dvc_stage": f"train@{args.arch}"},
+                        n_boot=run.evaluation.n_boot,
+                        placement=placement,
+                    ))
 
 
 if __name__ == "__main__":

@@ -4,26 +4,31 @@ The study lives in optuna/<arch>/ (a journal file by default, persisted by DVC),
 stage continues it; its name ends in a hash of the search space, base settings, data version and
 metric, so changing any of them starts a new study (the old one stays in the storage).
 tuned/<arch>.yaml records which study produced it. More workers can join:
-`lungpipe tune worker --storage … --study …`.
+`lungpipe tune worker --storage … --study …`. Search-space and tuned keys are namespaced:
+train.<field>, augment.<field>, model.<field>.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, dataset_info, experiment_name, load_params, path, setup_logging
+from _common import ROOT, path, report_errors
+from _run import load_run_config
+from _tuning import build_tuning
 
 
+@report_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
-    setup_logging()
-    params = load_params()
-    if args.arch not in ((params.get("tuning") or {}).get("architectures") or []):
-        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
-        from lungpipe import atomic
+    params, run = load_run_config()
+    tuning = build_tuning(params, run)
 
+    from lungpipe import atomic
+
+    if args.arch not in tuning.spaces:
+        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
         atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
             "study": None, "best_value": None, "best_params": {},
             "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
@@ -31,43 +36,28 @@ def main() -> None:
         print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
         return
 
-    from lungpipe import atomic
-    from lungpipe.config import from_dict
     from lungpipe.metrics import resolve_metric
-    from lungpipe.settings import arch_settings
     from lungpipe.tracking import resolve_tracking_uri
-    from lungpipe.tuning import (
-        TuneJob,
-        TuningConfig,
-        make_storage,
-        parse_space,
-        redact_url,
-        run_study,
-        study_name_for,
-        tuned_record,
-    )
+    from lungpipe.tuning import TuneJob, make_storage, redact_url, run_study, study_name_for, tuned_record
 
-    tuning = dict(params.get("tuning") or {})
-    cfg = from_dict(TuningConfig, {k: v for k, v in tuning.items() if k not in ("architectures", "space")},
-                    where="tuning")
-    info = dataset_info(params)
-    settings = arch_settings(params, args.arch)
-    space = parse_space(args.arch, (tuning.get("space") or {}).get(args.arch), settings)
+    cfg = tuning.config
+    settings = run.base_archs[args.arch]  # tuning starts from params.yaml's values, not an earlier study's
+    info = run.dataset
     out_dir = path(f"optuna/{args.arch}")
     storage = make_storage(cfg.storage, default_path=out_dir / "study.log", heartbeat_interval=cfg.heartbeat_interval)
     storage_label = redact_url(cfg.storage) if cfg.storage else f"optuna/{args.arch}/study.log"
     features = path(f"data/features/{settings.frontend}")
-    if info["folds"]:  # cross-validation: tune on the first fold's training folds (its test fold stays unseen)
-        features = features / f"fold{info['folds'][0]}"
+    if info.folds:  # cross-validation: tune on the first fold's training folds (its test fold stays unseen)
+        features = features / f"fold{info.folds[0]}"
     job = TuneJob(
-        settings=settings, space=space, features_dir=str(features),
-        dataset=info["name"], metric_task=info["metric_task"], class_names=info["class_names"],
-        tracking_uri=resolve_tracking_uri(ROOT), experiment=experiment_name(params),
+        settings=settings, space=tuning.spaces[args.arch], features_dir=str(features),
+        dataset=info.name, metric_task=info.metric_task, class_names=list(info.class_names),
+        tracking_uri=resolve_tracking_uri(ROOT), experiment=run.experiment,
     )
-    study_name, identity = study_name_for(experiment_name(params), job, cfg)
+    study_name, identity = study_name_for(run.experiment, job, cfg)
     print(f"study {study_name} in {storage_label}")
     result = run_study(job, cfg, storage, study_name, plots_dir=out_dir)
-    metric = resolve_metric(cfg.metric, info["metric_task"], "tuning.metric")
+    metric = resolve_metric(cfg.metric, info.metric_task, "tuning.metric")
     atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), tuned_record(result, identity, storage_label, metric))
 
 

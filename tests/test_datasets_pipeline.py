@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lungpipe.config import ConfigError
+from lungpipe.config import ConfigError, merge
 from lungpipe.data.class_counts import class_count_table
 from lungpipe.data.sources import cv_folds, get_source, source_from_params
 from lungpipe.errors import DataError
@@ -30,15 +30,16 @@ FRONTEND = {  # tiny features: 1 s at 8 kHz, 16 mel bins, one process
 
 
 def _params(source: str, folds: list, **sections) -> dict:
-    data = yaml.safe_load((REPO / "params.yaml").read_text())["data"]
+    base = yaml.safe_load((REPO / "params.yaml").read_text())  # every stage checks the params it needs
+    data = base["data"]
     data.update({"source": source, "folds": folds, "raw_dir": "data/raw"})
     for key, value in sections.items():
         data[key] = {**(data.get(key) or {}), **value}
-    return {
+    return merge(base, {
         "data": data, "frontends": {"small": FRONTEND},
-        "train": {"defaults": {"selection_metric": "accuracy"}}, "tuning": {"metric": "accuracy"},
+        "train": {"seeds": [0], "defaults": {"selection_metric": "accuracy"}}, "tuning": {"metric": "accuracy"},
         "split": {"selection": "validation"}, "evaluate": {"n_boot": 20, "seed": 0},
-    }
+    })
 
 
 @pytest.fixture
@@ -57,6 +58,7 @@ def run_stage(root: Path, script: str, *argv: str, monkeypatch: pytest.MonkeyPat
     """Run stages/<script> as `python stages/<script> ARGV` would, with its root = ``root``."""
     monkeypatch.setattr(sys, "argv", [script, *argv])
     monkeypatch.delenv("LUNGPIPE_PARAMS", raising=False)
+    monkeypatch.setenv("LUNGPIPE_DEBUG", "1")  # the stage's exception itself, not the printed `error:` line
     monkeypatch.syspath_prepend(str(root / "stages"))
     sys.modules.pop("_common", None)  # each copy's _common resolves its own repo root
     try:
@@ -65,15 +67,21 @@ def run_stage(root: Path, script: str, *argv: str, monkeypatch: pytest.MonkeyPat
         sys.modules.pop("_common", None)
 
 
-def _dataset_info(root: Path, params: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+def _dataset_info(root: Path, params: dict, monkeypatch: pytest.MonkeyPatch, *, whole_run: bool = False):
     monkeypatch.syspath_prepend(str(root / "stages"))
     sys.modules.pop("_common", None)
     try:
         import _common
 
+        if whole_run:
+            sys.modules.pop("_run", None)
+            import _run
+
+            return _run.build_run_config(params)
         return _common.dataset_info(params)
     finally:
         sys.modules.pop("_common", None)
+        sys.modules.pop("_run", None)
 
 
 def test_esc50_cross_validation_through_the_stages(repo: Path, monkeypatch) -> None:
@@ -134,18 +142,18 @@ def test_diagnosis_counts_excluded_and_label_map(repo: Path, monkeypatch) -> Non
               "duration_s": 0.5}
     params = _params("diagnosis_synth", ["official"], diagnosis_synth=merged)
     write_params(repo, params)
-    assert _dataset_info(repo, params, monkeypatch)["class_names"] == ["normal", "obstructive", "pneumonia"]
+    assert _dataset_info(repo, params, monkeypatch).class_names == ("normal", "obstructive", "pneumonia")
     run_stage(repo, "download.py", monkeypatch=monkeypatch)
     run_stage(repo, "manifest.py", monkeypatch=monkeypatch)
     manifest = pd.read_csv(repo / "data/manifest.csv")
     info = _dataset_info(repo, params, monkeypatch)
-    assert info["class_names"] == ["normal", "obstructive", "pneumonia"] and info["metric_task"] == "multiclass"
-    assert info["folds"] == []
+    assert info.class_names == ("normal", "obstructive", "pneumonia") and info.metric_task == "multiclass"
+    assert info.folds == ()
     # writer defaults: ICBHI Healthy 6, COPD 6, Asthma 2 patients x 2 recordings; KAUH N 4, Asthma 4, COPD 4
     # subjects x 3 filter modes -> obstructive = (6 + 2) * 2 + (4 + 4) * 3 = 40 recordings
     counts = pd.read_csv(repo / "data/class_counts.csv").set_index("class")
     assert counts.loc["obstructive", "total"] == 40 == (manifest["class_name"] == "obstructive").sum()
-    table = class_count_table(manifest, class_names=info["class_names"])
+    table = class_count_table(manifest, class_names=list(info.class_names))
     by_hand = manifest.groupby(["source", "split", "class_name"]).size()
     for (source, split, name), n in by_hand.items():
         assert table.loc[name, f"{source}/{split}"] == n == counts.loc[name, f"{source}/{split}"]
@@ -214,7 +222,7 @@ def test_an_icbhi_selection_metric_on_a_multiclass_source_is_refused(repo: Path,
     params = _params("esc50_synth", [1, 2, 3, 4, 5])
     params["train"]["defaults"]["selection_metric"] = "score"
     with pytest.raises(ConfigError, match=r"train\.defaults\.selection_metric"):
-        _dataset_info(repo, params, monkeypatch)
+        _dataset_info(repo, params, monkeypatch, whole_run=True)
 
 
 def test_data_cli_commands(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def imported_names(root: Path, path: Path) -> set[str]:
 
 
 def code_closure(root: Path, script: Path) -> set[Path]:
-    """The script and every file of lungpipe (and stages/_common.py) it imports, transitively;
+    """The script and every file of lungpipe (and of stages/, e.g. _common.py) it imports, transitively;
     importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too."""
     seen: set[Path] = set()
     todo = [script]
@@ -61,8 +61,8 @@ def code_closure(root: Path, script: Path) -> set[Path]:
             continue
         seen.add(current)
         for name in imported_names(root, current):
-            if name == "_common":
-                todo.append(root / "stages" / "_common.py")
+            if (root / "stages" / f"{name}.py").is_file():  # a stage helper (_common, _run, _tuning, ...)
+                todo.append(root / "stages" / f"{name}.py")
                 continue
             parts = name.split(".")
             if parts[0] != "lungpipe":

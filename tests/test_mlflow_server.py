@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from featuredir import write_feature_dir
 from mlflow_store import free_port, fresh_db
 from mlflow_store import mlflow_server as start_mlflow_server
 
-from lungpipe.settings import arch_settings
 from lungpipe.tracking import TrackingUnavailableError, resolve_tracking_uri
 from lungpipe.training.job import TrainJob, run_training
 
@@ -23,8 +21,11 @@ CLASSES = ["normal", "crackle", "wheeze", "both"]
 
 
 def _settings():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    s = arch_settings(params, "cnn6")
+    sys.path.insert(0, str(REPO / "stages"))
+    import _common
+    import _run
+
+    s = _run.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
     s.train = replace(s.train, epochs=EPOCHS, batch_size=16, device="cpu", num_workers=0)
     return s
 

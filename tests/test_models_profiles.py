@@ -9,33 +9,34 @@ one misplaced under ``backbone`` is a ConfigError, as the train stage would rais
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from lungpipe.config import from_dict
 from lungpipe.features.config import CycleConfig, FrontendConfig
 from lungpipe.features.frontend import n_frames
 from lungpipe.models import create_model, resolve_config
-from lungpipe.settings import arch_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
+sys.path.insert(0, str(ROOT / "stages"))
+import _common  # noqa: E402
+import _run  # noqa: E402
+from test_profiles import PROFILES, composed  # noqa: E402  (profiles are overlays composed over params/base.yaml)
 
 
 def _cases():
     for profile in PROFILES:
-        params = yaml.safe_load(profile.read_text())
-        for arch in params["train"]["architectures"]:
-            yield pytest.param(profile, arch, id=f"{profile.stem}-{arch}")
+        for arch in composed(profile)["train"]["architectures"]:
+            yield pytest.param(profile, arch, id=f"{profile}-{arch}")
 
 
 @pytest.mark.parametrize("profile, arch", list(_cases()))
 def test_profile_architecture_builds_as_the_train_stage_builds_it(profile, arch):
-    params = yaml.safe_load(profile.read_text())
-    s = arch_settings(params, arch)
+    params = composed(profile)
+    s = _run.arch_settings(params, arch)
     frontend = params["frontends"][s.frontend]
     cycle = from_dict(CycleConfig, frontend.get("cycle") or {})
     fe = from_dict(FrontendConfig, frontend.get("frontend") or {})

@@ -33,11 +33,11 @@ def test_repro_runs_every_stage_and_leaves_the_pipeline_up_to_date(project):
 
 def test_tuned_values_reach_the_trained_config(project):
     tuned = yaml.safe_load((project / "tuned" / f"{ARCH}.yaml").read_text())
-    assert tuned["trials"]["complete"] == 2 and set(tuned["best_params"]) == {"lr"}
+    assert tuned["trials"]["complete"] == 2 and set(tuned["best_params"]) == {"train.lr"}
     for seed in (0, 1):
         config = json.loads((project / "models" / ARCH / "official" / f"seed{seed}" / "config.json").read_text())
         assert config["tuned"] == tuned["best_params"]
-        assert config["train"]["lr"] == tuned["best_params"]["lr"] != 0.001
+        assert config["train"]["lr"] == tuned["best_params"]["train.lr"] != 0.001
         assert config["display_name"].startswith(f"{ARCH} (small preset: ")
 
 

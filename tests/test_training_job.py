@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 from featuredir import write_feature_dir
 
-from lungpipe.settings import arch_settings
 from lungpipe.training.job import TrainJob, run_training
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+import _common  # noqa: E402
+import _run  # noqa: E402
 
 
 def _job(tmp_path: Path, selection: str) -> TrainJob:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    s = arch_settings(params, "cnn6")
+    s = _run.arch_settings(_common.load_params(REPO / "params.yaml"), "cnn6")
     s.train = replace(s.train, epochs=2, batch_size=16, device="cpu", num_workers=0)
     s.split = replace(s.split, selection=selection)
     features = write_feature_dir(tmp_path / "features", n_train=48, n_test=40, n_frames=32, n_mels=16)
@@ -42,7 +43,7 @@ def test_selection_validation_holds_out_training_patients(tmp_path):
 
 
 def test_an_unknown_selection_is_an_error_naming_it(tmp_path):
-    with pytest.raises(ValueError, match="split.selection.*'best'"):
+    with pytest.raises(ValueError, match="selection: must be one of validation, test, got 'best'"):
         run_training(_job(tmp_path, "best"))
 
 

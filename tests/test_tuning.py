@@ -14,11 +14,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from featuredir import write_feature_dir
 
 from lungpipe.config import ConfigError
-from lungpipe.settings import arch_settings
 from lungpipe.tuning import (
     OWNER_ATTR,
     TuneJob,
@@ -34,17 +32,20 @@ from lungpipe.tuning import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+import _common  # noqa: E402
+import _run  # noqa: E402
 
 
 def _params(space: dict) -> dict:
-    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p = _common.load_params(REPO / "params.yaml")
     p["tuning"]["space"] = {"cnn6": space}
     p["train"]["defaults"].update(batch_size=16, num_workers=0)
     return p
 
 
-SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-         "time_mask_frac": {"type": "float", "low": 0.0, "high": 0.2}}
+SPACE = {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+         "augment.time_mask_frac": {"type": "float", "low": 0.0, "high": 0.2}}
 
 
 def _job(tmp_path, space=SPACE, tracking=None, features=None, **train) -> TuneJob:
@@ -52,7 +53,7 @@ def _job(tmp_path, space=SPACE, tracking=None, features=None, **train) -> TuneJo
     feats = features or write_feature_dir(tmp_path / "features")
     params = _params(space)
     params["train"]["defaults"].update(train)
-    settings = arch_settings(params, "cnn6")
+    settings = _run.arch_settings(params, "cnn6")
     return TuneJob(settings=settings, space=parse_space("cnn6", params["tuning"]["space"]["cnn6"], settings),
                    features_dir=str(feats), tracking_uri=tracking, experiment="tune-test",
                    class_names=["normal", "crackle", "wheeze", "both"])
@@ -62,7 +63,7 @@ def test_unknown_search_key_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="learning_rate"):
         _job(tmp_path, {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}})
     with pytest.raises(ConfigError, match="low <= high"):
-        _job(tmp_path, {"lr": {"type": "float", "low": 1.0, "high": 0.1}})
+        _job(tmp_path, {"train.lr": {"type": "float", "low": 1.0, "high": 0.1}})
 
 
 def test_namespaced_search_keys_reach_train_augment_and_model(tmp_path):
@@ -153,7 +154,7 @@ def test_a_changed_question_starts_a_new_study_and_keeps_the_old(tmp_path):
     # the same question asked again (another process, an operational setting) keeps the name
     assert study_name_for("lungpipe-synth", _job(tmp_path, features=feats), cfg)[0] == base_name
     assert study_name_for("lungpipe-synth", _job(tmp_path, features=feats, num_workers=2), cfg)[0] == base_name
-    narrower = {**SPACE, "lr": {"type": "float", "low": 0.1, "high": 0.5}}
+    narrower = {**SPACE, "train.lr": {"type": "float", "low": 0.1, "high": 0.5}}
     other_data = write_feature_dir(tmp_path / "features2", seed=1)
     changed = {
         "space": study_name_for("lungpipe-synth", _job(tmp_path, narrower, features=feats), cfg),
@@ -172,7 +173,7 @@ def test_a_changed_question_starts_a_new_study_and_keeps_the_old(tmp_path):
     run_study(_job(tmp_path, features=feats), cfg, storage, base_name, progress=False)
     narrow_name = changed["space"][0]
     result = run_study(_job(tmp_path, narrower, features=feats), cfg, storage, narrow_name, progress=False)
-    assert 0.1 <= result.best_params["lr"] <= 0.5 and result.n_complete == 2
+    assert 0.1 <= result.best_params["train.lr"] <= 0.5 and result.n_complete == 2
     assert set(optuna.get_all_study_names(storage)) == {base_name, narrow_name}  # the old one is kept
 
 

@@ -103,7 +103,7 @@ def test_jobs(workflow):
     assert set(gpu["runs-on"]) == {"self-hosted", "gpu"}
     assert "workflow_dispatch" in gpu["if"] and "inputs.paper" in gpu["if"]
     gpu_runs = [line for _, _, line in _run_lines({"jobs": {"gpu": gpu}})]
-    assert gpu_runs.index("cp params/paper.yaml params.yaml") < gpu_runs.index("dvc repro")
+    assert "dvc exp run -S profile=paper" in gpu_runs  # DVC composes the profile over params/base.yaml
 
 
 def test_the_tests_run_before_any_retraining(workflow):
@@ -111,7 +111,8 @@ def test_the_tests_run_before_any_retraining(workflow):
         runs = [line for _, _, line in _run_lines({"jobs": {name: job}})]
         tests = [i for i, r in enumerate(runs) if r.startswith("python -m pytest")]
         assert tests, f"{name}: no test step"
-        assert tests[0] < runs.index("dvc repro"), name
+        retrain = next(i for i, r in enumerate(runs) if r.startswith(("dvc repro", "dvc exp run")))
+        assert tests[0] < retrain, name
         assert " -x" in runs[tests[0]], "stop at the first failure: no retraining on broken code"
 
 

@@ -58,7 +58,7 @@ def tiny_params(base: dict[str, Any], seeds: list[int] | None = None) -> dict[st
     params["evaluate"] = {"n_boot": 50, "seed": 0}
     tuning = params["tuning"]
     tuning.update(architectures=[ARCH], n_trials=2, epochs=1, pruner="none", storage=None)
-    tuning["space"] = {ARCH: {"lr": {"type": "float", "low": 0.0005, "high": 0.005, "log": True}}}
+    tuning["space"] = {ARCH: {"train.lr": {"type": "float", "low": 0.0005, "high": 0.005, "log": True}}}
     return params
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from lungpipe.cli import bench, ci, data, evaluate, models, predict, report, tune
+from lungpipe.errors import report_errors
 
 app = typer.Typer(
     name="lungpipe",
@@ -28,5 +29,8 @@ app.command("report")(report.report)
 app.command("predict")(predict.predict)
 
 
+@report_errors
 def main() -> None:
-    app()
+    """Entry point of ``lungpipe``: a failure prints ``error: <message>`` and exits 1 (no traceback
+    unless LUNGPIPE_DEBUG=1)."""
+    app(standalone_mode=True)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lungpipe.errors import print_error
+
 app = typer.Typer(help="Benchmarks of pipeline steps (speed, memory).", no_args_is_help=True)
 
 
@@ -84,7 +86,7 @@ def preprocess_bench(
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)
     except DataError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        print_error(str(exc))
         raise typer.Exit(code=1) from exc
 
     own_mb, child_mb = _peak_rss_mb()

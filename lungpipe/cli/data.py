@@ -7,15 +7,14 @@ from typing import Annotated
 
 import typer
 
+from lungpipe.errors import print_error
+
 app = typer.Typer(help="Data commands: dataset sources, manifests and class counts, synthetic datasets.",
                   no_args_is_help=True)
 
 
 def _fail(exc: Exception) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    print_error(str(exc))
     raise typer.Exit(code=1)
 
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from lungpipe.errors import print_error
+
 
 class Task(str, Enum):
     icbhi = "icbhi"
@@ -103,7 +105,6 @@ def evaluate(
     from lungpipe.metrics import compute_metrics
     from lungpipe.predictions import read_predictions
 
-    err = Console(stderr=True)
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     try:
         preds = read_predictions(predictions)
@@ -119,7 +120,7 @@ def evaluate(
         except ValueError as exc:
             raise DataError(f"{predictions}: {exc}") from None
     except DataError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
     console = Console()

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lungpipe.errors import print_error
+
 
 def predict(
     wav: Annotated[Path, typer.Argument(help="The recording (WAV/FLAC, any sample rate).")],
@@ -36,13 +38,12 @@ def predict(
     from lungpipe.errors import LungpipeError
     from lungpipe.predict import load_predictor, predict_recording, write_recording_predictions
 
-    err = Console(stderr=True)
     try:
         predictor = load_predictor(model, tracking_uri)
         result = predict_recording(predictor, wav, annotations=annotations, window_s=window_s)
         written = write_recording_predictions(result, out) if out is not None else None
     except (LungpipeError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
     names = result.class_names

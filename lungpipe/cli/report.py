@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+
+from lungpipe.errors import print_error
 
 
 def report(
@@ -29,10 +32,10 @@ def report(
     try:
         data = build_report(out, root=root)
     except NoResultsError as exc:
-        err.print(f"[yellow]nothing to report:[/yellow] {exc}", highlight=False, soft_wrap=True)
+        err.print("[yellow]nothing to report:[/yellow]", escape(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except LungpipeError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
     table = Table(title="test metrics (%): pooled [95% CI] and mean ± sd", title_justify="left")

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lungpipe.augment import AugmentConfig
-from lungpipe.config import ConfigError
+from lungpipe.config import require, require_choice
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "AugmentConfig", "SplitConfig", "TrainConfig"]
+__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "SELECTIONS", "AugmentConfig", "SplitConfig", "TrainConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: see lungpipe.training.schedule
 SCHEDULES = ("warmup_cosine", "cosine_per_epoch", "htsat_steps")
 #: see lungpipe.training.device; CPU always trains in float32
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+SELECTIONS = ("validation", "test")
 
 
 @dataclass
@@ -50,20 +51,26 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = whole epoch; >0 caps steps (smoke runs, benchmarks)
 
     def __post_init__(self) -> None:
-        _one_of("train.optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("train.schedule", self.schedule, SCHEDULES)
-        _one_of("train.amp", self.amp, AMP_MODES)
-        if not isinstance(self.ma_beta, (int, float)) or not 0.0 <= self.ma_beta < 1.0:
-            raise ConfigError(f"train.ma_beta must be in [0, 1), got {self.ma_beta!r}")
-        if isinstance(self.log_every, bool) or not isinstance(self.log_every, int) or self.log_every < 1:
-            raise ConfigError(f"train.log_every must be a whole number >= 1, got {self.log_every!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ConfigError(f"train.threads must be a whole number >= 0 (0: torch's default), got {self.threads!r}")
-
-
-def _one_of(key: str, value: object, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+        require(self, "epochs", self.epochs >= 1, "must be >= 1")
+        require(self, "batch_size", self.batch_size >= 1, "must be >= 1")
+        require(self, "eval_batch_size", self.eval_batch_size >= 1, "must be >= 1")
+        require_choice(self, "optimizer", OPTIMIZERS)
+        require_choice(self, "schedule", SCHEDULES)
+        require(self, "lr", self.lr > 0 and self.lr == self.lr, "must be > 0")
+        require(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
+        require(self, "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0")
+        require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be between 0 and 1")
+        require(self, "grad_clip", self.grad_clip >= 0, "must be >= 0 (0 disables clipping)")
+        require(self, "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)")
+        require(self, "ma_beta", 0 <= self.ma_beta < 1, "must be in [0, 1)")
+        require(self, "early_stopping_patience", self.early_stopping_patience >= 0, "must be >= 0 (0 disables it)")
+        require(self, "threads", self.threads >= 0, "must be >= 0 (0: torch's default)")
+        require(self, "num_workers", self.num_workers >= 0, "must be >= 0")
+        require(self, "log_every", self.log_every >= 1, "must be >= 1")
+        require(self, "max_steps_per_epoch", self.max_steps_per_epoch >= 0, "must be >= 0 (0 = whole epoch)")
+        require_choice(self, "amp", AMP_MODES)
+        require(self, "device", self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+                "must be auto, cpu, cuda, cuda:<index> or mps")
 
 
 @dataclass
@@ -74,3 +81,7 @@ class SplitConfig:
     seed: int = 0
     selection: str = "validation"  # "validation" | "test" (reproduces published numbers; labelled)
     scheme: str = "official"  # train/test split of the manifest (lungpipe.data.split.SplitScheme; applied there)
+
+    def __post_init__(self) -> None:
+        require(self, "val_fraction", 0 < self.val_fraction < 1, "must be between 0 and 1 (exclusive)")
+        require_choice(self, "selection", SELECTIONS)
