@@ -64,7 +64,8 @@ def main() -> None:
     uri = resolve_tracking_uri(ROOT)
     check_tracking_server(uri)  # fail before training, not after hours
     with torchrun_placement(settings.train.device, distributed.backend) as placement:
-        lock = FolderLock(checkpoints) if placement.writer else contextlib.nullcontext()
+        writer = placement is None or placement.writer  # None: one process (no torchrun)
+        lock = FolderLock(checkpoints) if writer else contextlib.nullcontext()
         with lock:
             for fold in folds:
                 features = path(f"data/features/{settings.frontend}")
