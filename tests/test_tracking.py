@@ -5,6 +5,7 @@ the run files the report reads, and a pruned-style stop that ends FINISHED."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import yaml
 from featuredir import write_feature_dir
 from mlflow_store import fresh_db
 
-from lungpipe.settings import arch_settings
 from lungpipe.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
@@ -25,6 +25,9 @@ from lungpipe.tracking import (
 from lungpipe.training.job import TrainJob, hashed_params, run_training
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+from _run import arch_settings  # noqa: E402  (the stages build typed settings from params)
+
 CLASSES = ["normal", "crackle", "wheeze", "both"]
 EXPERIMENT = "lungpipe-synth"
 
