@@ -33,10 +33,9 @@ def main() -> None:
 
     from lungpipe.serving.champion import register_champion
 
-    run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in params["data"].get("folds", ["official"])
-                for seed in params["train"].get("seeds", [0])]
+    run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in run.folds for seed in seeds]
     key = details["headline"]
-    champion = register_champion(info["name"], args.arch, run_dirs, key)
+    champion = register_champion(info.name, args.arch, run_dirs, key)
     if champion is not None:
         print(f"{args.arch}: registered {champion.uri} (version {champion.version}, validation {key} "
               f"{format_number(champion.val_value)}, {champion.run_dir.parent.name}/{champion.run_dir.name})")
