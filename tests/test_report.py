@@ -257,7 +257,9 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     out, data, _, _ = report
     page = _probed_copy(out, tmp_path / "site")
     dom = _parse(_browse(page, tmp_path, "--virtual-time-budget=10000", "--dump-dom"))
-    assert dom.body.get("data-probed") == str(len(dom.images)) and len(dom.images) >= 8
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert dom.body.get("data-probed") == str(len(dom.images)) and len(pngs) >= 4
+    assert sorted(img["src"] for img in dom.images) == pngs  # every figure of the report is on the page
     assert [r["data-arch"] for r in dom.rows] == [a.architecture for a in data.archs]
     broken = [img["src"] for img in dom.images if int(img.get("data-natural-width", 0)) == 0]
     assert broken == []

@@ -26,7 +26,7 @@ def _tiny_repo(tmp_path: Path) -> Path:
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["tuning"].update(architectures=["cnn6"], n_trials=1, epochs=1, pruner="none",
-                            space={"cnn6": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}})
+                            space={"cnn6": {"train.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}})
     params["train"]["defaults"].update(batch_size=16, num_workers=0, device="cpu")
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     frontend = params["arch"]["cnn6"]["frontend"]
@@ -48,14 +48,14 @@ def test_the_tune_stage_records_its_study_and_a_changed_space_starts_a_new_one(t
     assert first["study"].startswith("lungpipe-synth-cnn6-") and first["storage"] == "optuna/cnn6/study.log"
     assert set(first["identity"]) >= {"space", "settings", "data", "metric", "study_hash"}
     assert first["study"].endswith(first["identity"]["study_hash"]) and first["trials"]["complete"] == 1
-    assert 1e-3 <= first["best_params"]["lr"] <= 1e-2
+    assert 1e-3 <= first["best_params"]["train.lr"] <= 1e-2
 
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["tuning"]["space"]["cnn6"]["lr"] = {"type": "float", "low": 0.1, "high": 0.5}
+    params["tuning"]["space"]["cnn6"]["train.lr"] = {"type": "float", "low": 0.1, "high": 0.5}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     second = _tune(root)
     assert second["study"] != first["study"] and second["identity"]["space"] != first["identity"]["space"]
     assert second["identity"]["data"] == first["identity"]["data"]
-    assert 0.1 <= second["best_params"]["lr"] <= 0.5  # not the old study's best
+    assert 0.1 <= second["best_params"]["train.lr"] <= 0.5  # not the old study's best
     storage = make_storage(str(root / "optuna" / "cnn6" / "study.log"))
     assert set(optuna.get_all_study_names(storage)) == {first["study"], second["study"]}  # the old one is kept

@@ -46,6 +46,7 @@ def _project(root: Path, epochs: int) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(architectures=["cnn6"], use_tuned=False, seeds=[0])
     params["arch"] = {"cnn6": params["arch"]["cnn6"]}  # train.architectures lists exactly the arch sections
+    params["arch"]["cnn6"].setdefault("train", {}).pop("epochs", None)  # the defaults' epochs below apply
     params["tuning"].update(architectures=["cnn6"])
     params["train"]["defaults"].update(epochs=epochs, batch_size=16, max_steps_per_epoch=1, device="cpu")
     params["evaluate"]["n_boot"] = 10
