@@ -3,6 +3,7 @@ the client; and a tracking URI that does not answer stops training before its fi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
