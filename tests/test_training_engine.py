@@ -78,7 +78,7 @@ def test_other_configuration_does_not_resume(tmp_path):
 def test_early_stopping_stops_when_validation_stalls():
     x, y = separable_task(64)
     ds = SpectrogramDataset(x, y)
-    res = fit(TinyNet(), ds, ds, quiet_cfg(epochs=30, lr=0.0), num_classes=K,
+    res = fit(TinyNet(), ds, ds, quiet_cfg(epochs=30, lr=1e-12), num_classes=K,
               evaluate=lambda l, p: {"accuracy": 0.5}, progress=False, )
     assert res.stopped_early is False  # patience 0 disables it
     res = fit(TinyNet(), ds, ds, quiet_cfg(epochs=30, early_stopping_patience=3), num_classes=K,
