@@ -153,8 +153,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise PretrainedError(
             f"{path}: could not read it with torch.load(weights_only=True): {str(exc).splitlines()[0]}. "
-            "If the file is a training checkpoint with Python objects you trust, save just its "
-            "state dict: torch.save(torch.load(path, weights_only=False)['model'], 'weights.pt')"
+            "If it is a training checkpoint holding Python objects and you trust its author, load it "
+            "once yourself with full unpickling, save only its state dict (torch.save(state_dict, "
+            "'weights.pt')) and point pretrained at that file"
         ) from exc
     return unwrap_state_dict(obj, str(path))
 
