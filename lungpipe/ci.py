@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungpipe import atomic
+from lungpipe.util import atomic
 
 DEFAULT_BASE = "origin/main"
 _NULL_SHA = "0" * 40

@@ -28,8 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lungpipe.config import flatten
-from lungpipe.errors import LungpipeError
+from lungpipe.util.errors import LungpipeError
+from lungpipe.util.typed_config import flatten
 
 MAX_PARAM_LEN = 6000
 RUN_FILE = "mlflow_run.json"
@@ -201,7 +201,7 @@ def run_key(stage: str, arch: str, fold: str, seed: int | str, params_digest: st
 # -------------------------------------------------------------------------- run files
 def write_run_file(folder: str | os.PathLike, run: Any, uri: str) -> Path:
     """``folder/mlflow_run.json`` = {"run_id", "experiment_id", "tracking_uri", "run_name"}."""
-    from lungpipe.atomic import write_json
+    from lungpipe.util.atomic import write_json
 
     return write_json(Path(folder) / RUN_FILE, {
         "run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": uri,

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungpipe.config import ConfigError, from_dict, require, require_choice
-from lungpipe.errors import LungpipeError
-from lungpipe.settings import ArchSettings, with_overrides
+from lungpipe.training.arch_settings import ArchSettings, with_overrides
+from lungpipe.util.errors import LungpipeError
+from lungpipe.util.typed_config import ConfigError, from_dict, require, require_choice
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def parse_space(arch: str, space: Mapping[str, Any] | None, base: ArchSettings) 
 
 def with_values(base: ArchSettings, values: Mapping[str, Any]) -> ArchSettings:
     """``base`` with a trial's (or the tuned file's) namespaced values applied
-    (:func:`lungpipe.settings.with_overrides`); a key no config knows is a ConfigError naming it."""
+    (:func:`lungpipe.training.arch_settings.with_overrides`); a key no config knows is a ConfigError naming it."""
     return with_overrides(base, values, source=f"tuning.space.{base.name}")
 
 
@@ -322,7 +322,7 @@ def study_name_for(prefix: str, job: TuneJob, cfg: TuningConfig) -> tuple[str, d
 
 
 def _resolved_metric(cfg: TuningConfig, job: TuneJob) -> str:
-    from lungpipe.metrics import resolve_metric
+    from lungpipe.evaluation.metrics import resolve_metric
 
     return resolve_metric(cfg.metric, job.metric_task, "tuning.metric")
 
@@ -546,7 +546,7 @@ def save_study_plots(study, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    from lungpipe.atomic import atomic_path
+    from lungpipe.util.atomic import atomic_path
 
     out = []
     plots = {"optimization_history.png": ovm.plot_optimization_history}

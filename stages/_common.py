@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # stages run as scripts: make `lungpipe` importable from a plain clone
     sys.path.insert(0, str(ROOT))
 
-from lungpipe.config import ConfigError
-from lungpipe.errors import report_errors
+from lungpipe.util.errors import report_errors
+from lungpipe.util.typed_config import ConfigError
 
 log = logging.getLogger("lungpipe.stages")
 

@@ -27,12 +27,12 @@ from _common import (
     setup_logging,
 )
 
-from lungpipe.augment import AugmentConfig
-from lungpipe.config import from_dict, merge
-from lungpipe.evaluation import EvaluationConfig
-from lungpipe.metrics import resolve_metric
-from lungpipe.settings import ArchSettings, check_model_section, with_overrides
+from lungpipe.evaluation.metrics import resolve_metric
+from lungpipe.evaluation.scoring import EvaluationConfig
+from lungpipe.training.arch_settings import ArchSettings, check_model_section, with_overrides
+from lungpipe.training.augment import AugmentConfig
 from lungpipe.training.config import SplitConfig, TrainConfig
+from lungpipe.util.typed_config import from_dict, merge
 
 log = logging.getLogger("lungpipe.stages")
 

@@ -10,9 +10,9 @@ from typing import Any
 from _common import ConfigError, _name_list, _section
 from _run import RunConfig
 
-from lungpipe.config import from_dict
-from lungpipe.metrics import resolve_metric
+from lungpipe.evaluation.metrics import resolve_metric
 from lungpipe.tuning import SearchParam, TuningConfig, parse_space
+from lungpipe.util.typed_config import from_dict
 
 TUNING_LIST_KEYS = ("architectures", "space")  # tuning.* keys that are not TuningConfig fields
 

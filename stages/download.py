@@ -21,11 +21,11 @@ def main() -> None:
     params, run = load_data_config()
     data = params["data"]
 
-    from lungpipe.atomic import atomic_path
     from lungpipe.data.archive import archive_kind, extract_archive
     from lungpipe.data.download import download_file
     from lungpipe.data.sources import source_from_params
-    from lungpipe.errors import DataError
+    from lungpipe.util.atomic import atomic_path
+    from lungpipe.util.errors import DataError
 
     source, cfg = source_from_params(data)
     downloads = path("data/downloads")

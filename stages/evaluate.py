@@ -14,9 +14,9 @@ def main() -> None:
     args = ap.parse_args()
     params, run = load_data_config()
 
-    from lungpipe.config import from_dict
-    from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, summary_line
-    from lungpipe.progress import format_number
+    from lungpipe.evaluation.scoring import EvaluationConfig, evaluate_architecture, summary_line
+    from lungpipe.util.progress import format_number
+    from lungpipe.util.typed_config import from_dict
 
     evaluation = from_dict(EvaluationConfig, _section(params, "evaluate"), where="evaluate")
     seeds = _int_list(params, "train.seeds", [0])

@@ -15,10 +15,10 @@ def main() -> None:
     params, run = load_data_config()
     data = params["data"]
 
-    from lungpipe import atomic
     from lungpipe.data.class_counts import write_class_counts
     from lungpipe.data.sources import source_from_params
     from lungpipe.data.split import SplitScheme, apply_split_scheme, shared_patients_warning
+    from lungpipe.util import atomic
 
     source, cfg = source_from_params(data)
     folds = list(run.dataset.folds)

@@ -11,8 +11,8 @@ from _common import _section, load_data_config, path, report_errors
 
 def frontend_configs(params) -> dict:
     """Every ``frontends.<name>`` section as a checked PreprocessConfig."""
-    from lungpipe.config import ConfigError, from_dict
     from lungpipe.features import PreprocessConfig
+    from lungpipe.util.typed_config import ConfigError, from_dict
 
     sections = _section(params, "frontends")
     if not sections:
@@ -30,8 +30,8 @@ def main() -> None:
     args = ap.parse_args()
     params, run = load_data_config()
 
-    from lungpipe.config import ConfigError
     from lungpipe.features import preprocess
+    from lungpipe.util.typed_config import ConfigError
 
     frontends = frontend_configs(params)  # every frontend checked at start-up
     if args.frontend not in frontends:
@@ -47,8 +47,8 @@ def main() -> None:
     # cross-validation (ESC-50): one feature folder per held-out fold, statistics from its training folds
     import pandas as pd
 
-    from lungpipe.atomic import atomic_path
     from lungpipe.data.esc50 import split_for_fold
+    from lungpipe.util.atomic import atomic_path
 
     manifest = pd.read_csv(path("data/manifest.csv"))
     with atomic_path(out, suffix="") as tmp:

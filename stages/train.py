@@ -34,12 +34,12 @@ def main() -> None:
     args = ap.parse_args()
     params, run = load_run_config(announce_tuned=True)
 
-    from lungpipe.config import ConfigError, from_dict
-    from lungpipe.locks import FolderLock, ensure_writable
     from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
     from lungpipe.training.distributed import torchrun_placement
     from lungpipe.training.job import TrainJob, run_training
     from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
+    from lungpipe.util.locks import FolderLock, ensure_writable
+    from lungpipe.util.typed_config import ConfigError, from_dict
 
     if args.arch not in run.architectures:
         raise ConfigError(f"train.architectures: {args.arch!r} is not listed ({', '.join(run.architectures)}); "

@@ -25,7 +25,7 @@ def main() -> None:
     params, run = load_run_config()
     tuning = build_tuning(params, run)
 
-    from lungpipe import atomic
+    from lungpipe.util import atomic
 
     if args.arch not in tuning.spaces:
         # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
@@ -36,7 +36,7 @@ def main() -> None:
         print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
         return
 
-    from lungpipe.metrics import resolve_metric
+    from lungpipe.evaluation.metrics import resolve_metric
     from lungpipe.tracking import resolve_tracking_uri
     from lungpipe.tuning import TuneJob, make_storage, redact_url, run_study, study_name_for, tuned_record
 

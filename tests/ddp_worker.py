@@ -21,15 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
+from tiny_training import F, K, accuracy_eval, quiet_cfg, separable_task  # noqa: E402
+from torch import nn  # noqa: E402
 
+from lungpipe.models.base import LungModel  # noqa: E402
 from lungpipe.training.data import SpectrogramDataset  # noqa: E402
 from lungpipe.training.distributed import torchrun_placement  # noqa: E402
 from lungpipe.training.engine import fit  # noqa: E402
 from lungpipe.training.inference import predict_loader, predict_proba  # noqa: E402
-from torch import nn  # noqa: E402
-from tiny_training import F, K, accuracy_eval, quiet_cfg, separable_task  # noqa: E402
-
-from lungpipe.models.base import LungModel  # noqa: E402
 
 N_TRAIN, N_VAL = 64, 13  # 13 rows: uneven shards over 2 ranks
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from mlflow.entities import Metric
 
-from lungpipe.plots import plot_confusion
-from lungpipe.predictions import write_predictions
+from lungpipe.evaluation.plots import plot_confusion
+from lungpipe.evaluation.predictions import write_predictions
 
 EXPERIMENT = "lungpipe-synth"
 CLASSES = ["normal", "crackle", "wheeze", "both"]

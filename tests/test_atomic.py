@@ -1,4 +1,4 @@
-"""lungpipe.atomic: outputs appear whole or not at all, with the usual file mode."""
+"""lungpipe.util.atomic: outputs appear whole or not at all, with the usual file mode."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 import pandas as pd
 import pytest
 
-from lungpipe import atomic
+from lungpipe.util import atomic
 
 
 def test_write_replaces_target_and_leaves_no_temp(tmp_path):
@@ -147,7 +147,7 @@ def test_sigkilled_preprocess_leaves_nothing_in_data_features_and_the_next_run_s
     repo = Path(__file__).resolve().parents[1]
     script = (
         "import sys; from pathlib import Path; root = Path(sys.argv[1])\n"
-        "from lungpipe.atomic import write_csv\n"
+        "from lungpipe.util.atomic import write_csv\n"
         "from lungpipe.data.icbhi import build_manifest\n"
         "from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi\n"
         "from lungpipe.features import CycleConfig, FrontendConfig, PreprocessConfig, preprocess\n"

@@ -7,8 +7,8 @@ import re
 from featuredir import write_feature_dir
 from typer.testing import CliRunner
 
-from lungpipe.bench_train import bench_loader, bench_model
 from lungpipe.cli import app
+from lungpipe.training.bench import bench_loader, bench_model
 
 
 def test_bench_model_times_the_engine_and_the_plain_loop_on_real_steps():
@@ -37,7 +37,7 @@ def test_isolated_bench_reports_its_own_peak_not_the_callers():
 
     import numpy as np
 
-    from lungpipe.bench_train import bench_model_isolated, paper_input
+    from lungpipe.training.bench import bench_model_isolated, paper_input
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB touched in this process only
     caller_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lungpipe.config import ConfigError
 from lungpipe.data.diagnosis import (
     DiagnosisConfig,
     build_diagnosis_dataset,
@@ -29,7 +28,8 @@ from lungpipe.data.synth_datasets import (
     write_synthetic_kauh,
     write_wav,
 )
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError
 
 MAPPED = {"Healthy": "normal", "Asthma": "asthma", "COPD": "copd", "Pneumonia": "pneumonia"}
 KAUH_PATIENTS = {"N": 5, "Asthma": 4, "COPD": 3, "pneumonia": 2, "heart failure": 2, "BRON": 1}

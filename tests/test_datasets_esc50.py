@@ -19,7 +19,7 @@ from lungpipe.data.esc50 import (
 )
 from lungpipe.data.sources import MANIFEST_COLUMNS
 from lungpipe.data.synth_datasets import write_synthetic_esc50
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 N_CLASSES, N_PER_CLASS, SR, DUR = 4, 10, 8000, 0.25
 

@@ -9,7 +9,7 @@ import pytest
 
 from lungpipe.data.kauh import find_kauh_files, is_kauh_name, parse_kauh_filename
 from lungpipe.data.synth_datasets import write_synthetic_kauh
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 
 def test_parse_documented_example() -> None:

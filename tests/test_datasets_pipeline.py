@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from lungpipe.config import ConfigError, merge
 from lungpipe.data.class_counts import class_count_table
 from lungpipe.data.sources import cv_folds, get_source, source_from_params
-from lungpipe.errors import DataError
-from lungpipe.predictions import write_predictions
+from lungpipe.evaluation.predictions import write_predictions
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError, merge
 
 REPO = Path(__file__).resolve().parents[1]
 FRONTEND = {  # tiny features: 1 s at 8 kHz, 16 mel bins, one process

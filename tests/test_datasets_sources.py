@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lungpipe.config import ConfigError
 from lungpipe.data.sources import (
     MANIFEST_COLUMNS,
     METRIC_TASKS,
@@ -20,7 +19,8 @@ from lungpipe.data.sources import (
     recording_row,
     source_names,
 )
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError
 
 REQUIRED = {"icbhi", "icbhi_synth", "esc50", "diagnosis"}
 

@@ -27,7 +27,7 @@ from lungpipe.data.download import (
     download_file,
     sha256_of,
 )
-from lungpipe.errors import ChecksumError, DataError, DownloadError
+from lungpipe.util.errors import ChecksumError, DataError, DownloadError
 
 FAST = {"retries": 2, "backoff": 0.0, "timeout": 5.0, "progress": False, "chunk_size": 4096}
 

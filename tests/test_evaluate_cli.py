@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from lungpipe.cli.evaluate import evaluate
-from lungpipe.predictions import write_predictions
+from lungpipe.evaluation.predictions import write_predictions
 
 # Same matrix as in test_metrics: Sp 0.8, Se 0.5, Score 0.65, 2-class Se 46/60.
 PAPER_CM = [

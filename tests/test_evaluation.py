@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from lungpipe.evaluation import EvaluationConfig, evaluate_architecture, headline_keys
-from lungpipe.predictions import write_predictions
+from lungpipe.evaluation.predictions import write_predictions
+from lungpipe.evaluation.scoring import EvaluationConfig, evaluate_architecture, headline_keys
 
 NAMES = ["normal", "crackle", "wheeze", "both"]
 
@@ -99,7 +99,7 @@ def test_dvc_metrics_show_rows_fit_200_columns(tmp_path):
 def test_only_the_configured_folds_and_seeds_are_scored(tmp_path):
     import pytest
 
-    from lungpipe.errors import DataError
+    from lungpipe.util.errors import DataError
 
     models = tmp_path / "models" / "cnn6"
     _run(models, 0, np.array([0] * 10 + [1, 2, 3, 1, 2, 3]))  # Score 1

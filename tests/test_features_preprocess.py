@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from lungpipe.errors import DataError
 from lungpipe.features import (
     CycleConfig,
     FrontendConfig,
@@ -26,6 +25,7 @@ from lungpipe.features import (
 from lungpipe.features.audio import read_audio
 from lungpipe.features.config import AUDIOSET_MEAN, AUDIOSET_STD
 from lungpipe.features.extract import features_for_recording
+from lungpipe.util.errors import DataError
 
 # 1 s cycles at 16 kHz → 98 Kaldi frames; 32 mel bins keep the tests fast.
 SMALL = PreprocessConfig(

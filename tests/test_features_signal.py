@@ -4,7 +4,6 @@ and the batched Kaldi filterbank checked against torchaudio's reference implemen
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import numpy as np
@@ -13,12 +12,12 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from lungpipe.config import ConfigError, from_dict
-from lungpipe.errors import DataError
 from lungpipe.features.audio import linear_fade, prepare_recording, read_audio, resample
 from lungpipe.features.config import CycleConfig, FrontendConfig, NormConfig, PreprocessConfig, frontend_key
 from lungpipe.features.cycles import cut_cycles, fix_length, sample_index
 from lungpipe.features.frontend import compute_frontend, n_frames
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError, from_dict
 
 
 def _kaldi_reference(wave: torch.Tensor, window: str = "hanning") -> torch.Tensor:

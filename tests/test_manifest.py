@@ -14,7 +14,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from lungpipe.data.icbhi import MANIFEST_COLUMNS, build_manifest
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 SPLIT = "ICBHI_challenge_train_test.txt"
 

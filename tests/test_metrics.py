@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from lungpipe.metrics import (
+from lungpipe.evaluation.metrics import (
     bootstrap_intervals,
     compute_metrics,
     confusion_matrix,
@@ -265,8 +265,8 @@ def test_summarize_seeds_rejects_mismatched_runs():
 
 
 def test_resolve_metric_auto_and_task_checks():
-    from lungpipe.config import ConfigError
-    from lungpipe.metrics import resolve_metric
+    from lungpipe.evaluation.metrics import resolve_metric
+    from lungpipe.util.typed_config import ConfigError
 
     assert resolve_metric("auto", "icbhi") == "score"
     assert resolve_metric("auto", "multiclass") == "macro_f1"

@@ -107,7 +107,7 @@ def test_training_run_logged_to_a_server_reads_back(tmp_path, mlflow_server, mon
     assert len(model_ids) == 1
     import torch
 
-    from lungpipe.model_file import load_model
+    from lungpipe.inference.model_file import load_model
     from lungpipe.serving.pyfunc import download_model_file
 
     loaded = load_model(download_model_file(f"models:/{model_ids[0]}", mlflow_server, tmp_path / "download"))

@@ -118,8 +118,8 @@ def test_every_preset_has_an_honest_one_line_summary(name):
     import re
 
     from lungpipe.cli.models import parameter_count
-    from lungpipe.config import ConfigError
     from lungpipe.models import get_spec, preset_summary
+    from lungpipe.util.typed_config import ConfigError
 
     for preset in get_spec(name).presets:
         line = preset_summary(name, preset)

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lungpipe.config import ConfigError, from_dict, merge
 from lungpipe.models import count_parameters, create_model, model_names, resolve_config
 from lungpipe.models.add4rsc import ADD4RSC, PRESETS, AdaptiveDifferentialDenoiser, ADD4RSCConfig
 from lungpipe.models.denoise import (
@@ -25,6 +24,7 @@ from lungpipe.models.denoise import (
     label_smoothing_kl,
     lambda_init_for_depth,
 )
+from lungpipe.util.typed_config import ConfigError, from_dict, merge
 
 
 class StandInBackbone(nn.Module):

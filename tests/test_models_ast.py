@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lungpipe.config import ConfigError
 from lungpipe.models import count_parameters, create_model
 from lungpipe.models.ast import ASTClassifier, adapt_position_embedding, build_ast_backbone
 from lungpipe.models.pretrained import PretrainedError, PretrainedNotFoundError
 from lungpipe.models.registry import resolve_config
+from lungpipe.util.typed_config import ConfigError
 
 POS = "embeddings.position_embeddings"
 

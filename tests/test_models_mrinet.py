@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lungpipe.config import ConfigError
 from lungpipe.models import count_parameters, create_model, resolve_config
 from lungpipe.models.mrinet import MRINetConfig, plan_geometry
 from lungpipe.models.mrinet.fusion import BranchAttention
 from lungpipe.models.mrinet.swin import SwinBlock
 from lungpipe.models.mrinet.time_branch import fold_spectrogram, regroup_tokens
 from lungpipe.models.pretrained import PretrainedError, PretrainedNotFoundError
+from lungpipe.util.typed_config import ConfigError
 
 K = 4
 

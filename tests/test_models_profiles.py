@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lungpipe.config import from_dict
 from lungpipe.features.config import CycleConfig, FrontendConfig
 from lungpipe.features.frontend import n_frames
 from lungpipe.models import create_model, resolve_config
+from lungpipe.util.typed_config import from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))

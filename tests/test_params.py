@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lungpipe.config import ConfigError
 from lungpipe.features.frontend import n_frames
 from lungpipe.models import create_model
-from lungpipe.settings import with_overrides
+from lungpipe.training.arch_settings import with_overrides
+from lungpipe.util.typed_config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
@@ -211,7 +211,7 @@ def test_evaluation_defaults_live_in_one_place(tmp_path):
     """The train stage scores test predictions with the evaluation config's n_boot (no second default)."""
     params = _common.load_params(REPO / "params.yaml")
     del params["evaluate"]["n_boot"]
-    from lungpipe.evaluation import EvaluationConfig
+    from lungpipe.evaluation.scoring import EvaluationConfig
 
     assert _configs(params, tmp_path).evaluation.n_boot == EvaluationConfig().n_boot
     assert "n_boot=run.evaluation.n_boot" in (REPO / "stages" / "train.py").read_text()
@@ -302,8 +302,8 @@ def test_the_scan_catches_an_offender(tmp_path, monkeypatch):
 
 def test_typed_settings_round_trip_through_plain_data(tmp_path):
     """A study stores the settings as plain data; rebuilt, they equal the original."""
-    from lungpipe.config import from_dict, to_dict
-    from lungpipe.settings import ArchSettings
+    from lungpipe.training.arch_settings import ArchSettings
+    from lungpipe.util.typed_config import from_dict, to_dict
 
     s = _configs(_common.load_params(REPO / "params.yaml"), tmp_path).archs["mrinet"]
     assert from_dict(ArchSettings, json.loads(json.dumps(to_dict(s)))) == s

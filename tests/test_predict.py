@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lungpipe.config import to_dict
 from lungpipe.data.synth_audio import render_recording
 from lungpipe.data.synth_datasets import write_wav
+from lungpipe.evaluation.predictions import read_predictions
 from lungpipe.features import (
     CycleConfig,
     FrontendConfig,
@@ -22,9 +22,8 @@ from lungpipe.features import (
     load_split,
     preprocess,
 )
-from lungpipe.model_file import ModelFile, read_model_file, write_model_file
-from lungpipe.models import create_model, resolve_config
-from lungpipe.predict import (
+from lungpipe.inference.model_file import ModelFile, read_model_file, write_model_file
+from lungpipe.inference.predict import (
     ModelLoadError,
     Segment,
     load_predictor,
@@ -34,7 +33,8 @@ from lungpipe.predict import (
     window_segments,
     write_recording_predictions,
 )
-from lungpipe.predictions import read_predictions
+from lungpipe.models import create_model, resolve_config
+from lungpipe.util.typed_config import to_dict
 
 CLASSES = ["normal", "crackle", "wheeze", "both"]
 TRAIN, TEST = "101_1b1_Al_sc_Meditron", "102_1b1_Ar_sc_Meditron"
@@ -89,7 +89,7 @@ def test_annotated_cycles_get_the_preprocessed_features_and_the_models_probabili
     assert [(s.start_s, s.end_s) for s in result.segments] == [tuple(c[:2]) for c in TEST_CYCLES]
     # the same rows the preprocess step wrote for this recording's cycles
     from lungpipe.features.audio import read_audio
-    from lungpipe.predict import segment_features
+    from lungpipe.inference.predict import segment_features
 
     wave, sr = read_audio(wav)
     x = segment_features(predictor, wave, sr, result.segments, "test")
@@ -171,8 +171,8 @@ def test_model_from_an_mlflow_run(trained, tmp_path):
 
 def test_non_finite_audio_is_refused_naming_the_offset(trained, tmp_path):
     """A NaN sample in a waveform stops the prediction with its offset (no 'normal, p = nan')."""
-    from lungpipe.errors import DataError
-    from lungpipe.predict import predict_waveform
+    from lungpipe.inference.predict import predict_waveform
+    from lungpipe.util.errors import DataError
 
     predictor = load_predictor(trained["dir"])
     wave = np.zeros(16000 * 2, dtype=np.float32)
@@ -182,15 +182,15 @@ def test_non_finite_audio_is_refused_naming_the_offset(trained, tmp_path):
 
 
 def test_a_segment_shorter_than_every_training_cycle_warns(trained, caplog):
-    from lungpipe.predict import SHORTEST_TRAIN_CYCLE_KEY, predict_waveform
+    from lungpipe.inference.predict import SHORTEST_TRAIN_CYCLE_KEY, predict_waveform
 
     predictor = load_predictor(trained["dir"])
     predictor.stats = {**predictor.stats, SHORTEST_TRAIN_CYCLE_KEY: 1.0}
     wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
-    with caplog.at_level("WARNING", logger="lungpipe.predict"):
+    with caplog.at_level("WARNING", logger="lungpipe.inference.predict"):
         predict_waveform(predictor, wave, 16000, [Segment(0.0, 0.1)], "clip.wav")
     assert "shorter than the shortest training cycle" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="lungpipe.predict"):
+    with caplog.at_level("WARNING", logger="lungpipe.inference.predict"):
         predict_waveform(predictor, wave, 16000, [Segment(0.0, 1.0)], "clip.wav")
     assert "shorter than" not in caplog.text

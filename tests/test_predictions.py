@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungpipe.errors import DataError
-from lungpipe.predictions import Predictions, prediction_columns, read_predictions, write_predictions
+from lungpipe.evaluation.predictions import (
+    Predictions,
+    prediction_columns,
+    read_predictions,
+    write_predictions,
+)
+from lungpipe.util.errors import DataError
 
 HEADER = "recording,cycle,patient,label,pred,prob_0,prob_1,prob_2,prob_3"
 

@@ -9,7 +9,7 @@ import re
 from rich.console import Console
 from rich.progress import TextColumn
 
-from lungpipe.progress import format_number, make_progress
+from lungpipe.util.progress import format_number, make_progress
 
 
 def _render(width: int, description: str) -> str:

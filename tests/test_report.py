@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lungpipe.config import to_dict
-from lungpipe.evaluation import EvaluationConfig, evaluate_architecture
-from lungpipe.predictions import write_predictions
+from lungpipe.evaluation.predictions import write_predictions
+from lungpipe.evaluation.scoring import EvaluationConfig, evaluate_architecture
 from lungpipe.report import NoResultsError, build_report
 from lungpipe.report.render import pooled_text, spread_text
 from lungpipe.report.runinfo import mlflow_link, redact_uri
 from lungpipe.training.config import TrainConfig
+from lungpipe.util.typed_config import to_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["normal", "crackle", "wheeze", "both"]

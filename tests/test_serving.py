@@ -23,7 +23,7 @@ from test_predict import CLASSES, TEST, trained  # noqa: F401 - the real-preproc
 from typer.testing import CliRunner
 
 from lungpipe.features.audio import read_audio
-from lungpipe.predict import load_predictor, predict_recording
+from lungpipe.inference.predict import load_predictor, predict_recording
 from lungpipe.serving.champion import register_champion, registered_name
 from lungpipe.serving.pyfunc import log_audio_model, prob_column
 from lungpipe.tracking import setup, write_run_file

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lungpipe.config import ConfigError
 from lungpipe.data.annotations import load_annotations
 from lungpipe.data.split import (
     SplitScheme,
@@ -18,6 +17,7 @@ from lungpipe.data.split import (
     read_split_file,
     shared_patients_warning,
 )
+from lungpipe.util.typed_config import ConfigError
 
 ICBHI = Path(__file__).resolve().parents[1].parent / "shared" / "icbhi"
 

@@ -18,10 +18,10 @@ from scipy import ndimage, signal
 from typer.testing import CliRunner
 
 from lungpipe.data.icbhi import build_manifest
-from lungpipe.data.synth import SynthConfig, render_from_annotations, write_synthetic_icbhi
 from lungpipe.data.portable import PortableRng
+from lungpipe.data.synth import SynthConfig, render_from_annotations, write_synthetic_icbhi
 from lungpipe.data.synth_audio import SynthAudioConfig, render_recording
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 # ----------------------------------------------------------------------------- measures
 

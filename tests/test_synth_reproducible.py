@@ -34,10 +34,10 @@ def write_small_sets(out: Path, workers: int = 1) -> None:
     from lungpipe.features.numerics import pin_portable_numerics
 
     pin_portable_numerics()
-    from lungpipe.atomic import write_csv
     from lungpipe.data.icbhi import build_manifest
     from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
     from lungpipe.data.synth_datasets import write_synthetic_esc50, write_synthetic_kauh
+    from lungpipe.util.atomic import write_csv
 
     cfg = SynthConfig(seed=3, n_patients=6, recordings_per_patient=(1, 2), cycles_per_recording=(2, 4),
                       cycle_duration_s=(1.0, 2.0))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lungpipe.augment import (
+from lungpipe.training.augment import (
     RELEASE_APPLY_PROB,
     RELEASE_FREQ_MASK_FRAC,
     RELEASE_TIME_MASK_FRAC,
@@ -16,7 +16,7 @@ from lungpipe.augment import (
     mixup,
     spec_augment,
 )
-from lungpipe.config import ConfigError
+from lungpipe.util.typed_config import ConfigError
 
 
 def _changed(x, out):

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from lungpipe.config import ConfigError
 from lungpipe.training.distributed import DistributedPlacement, EvalShard, unshard
 from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
+from lungpipe.util.typed_config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"

@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 
-from lungpipe.augment import AugmentConfig
 from lungpipe.training import checkpoint
+from lungpipe.training.augment import AugmentConfig
 from lungpipe.training.data import SpectrogramDataset, class_weights, split_by_patient
 from lungpipe.training.engine import NonFiniteLossError, fit, predict_proba, run_signature
 

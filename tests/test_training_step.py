@@ -11,13 +11,13 @@ import torch
 from tiny_training import K, TinyNet, accuracy_eval, quiet_cfg, separable_task
 from torch import nn
 
-from lungpipe.config import ConfigError
 from lungpipe.training.averaging import WeightMovingAverage
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.device import amp_dtype, grad_scaler
 from lungpipe.training.engine import NonFiniteLossError, fit
 from lungpipe.training.optim import SGD_MOMENTUM, build_criterion, build_optimizer
 from lungpipe.training.step import LossMeter, TrainStep
+from lungpipe.util.typed_config import ConfigError
 
 
 def _one_step(model, cfg, x, y):

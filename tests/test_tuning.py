@@ -16,7 +16,6 @@ import optuna
 import pytest
 from featuredir import write_feature_dir
 
-from lungpipe.config import ConfigError
 from lungpipe.tuning import (
     OWNER_ATTR,
     TuneJob,
@@ -30,6 +29,7 @@ from lungpipe.tuning import (
     sampler_seed,
     study_name_for,
 )
+from lungpipe.util.typed_config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from lungpipe.cli import bench, ci, data, evaluate, models, predict, report, tune
-from lungpipe.errors import report_errors
+from lungpipe.util.errors import report_errors
 
 app = typer.Typer(
     name="lungpipe",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lungpipe.errors import print_error
+from lungpipe.util.errors import print_error
 
 app = typer.Typer(help="Benchmarks of pipeline steps (speed, memory).", no_args_is_help=True)
 
@@ -53,9 +53,9 @@ def preprocess_bench(
 
     import pandas as pd
 
-    from lungpipe.config import ConfigError
-    from lungpipe.errors import DataError
     from lungpipe.features import CycleConfig, FrontendConfig, NormConfig, PreprocessConfig, preprocess
+    from lungpipe.util.errors import DataError
+    from lungpipe.util.typed_config import ConfigError
 
     try:
         cfg = PreprocessConfig(
@@ -120,8 +120,8 @@ def bench_train(
 ) -> None:
     """Training samples/s, data-wait share and peak memory per architecture: the engine's loop and a
     plain loop on the same model and batch, side by side with their ratio."""
-    from lungpipe.bench_train import bench_loader, bench_model, bench_model_isolated, paper_input
     from lungpipe.models import model_names
+    from lungpipe.training.bench import bench_loader, bench_model, bench_model_isolated, paper_input
 
     run = bench_model_isolated if isolated else bench_model
     typer.echo(f"training throughput ({preset} preset, batch {batch_size}, {steps} timed steps, "

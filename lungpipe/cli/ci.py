@@ -26,8 +26,8 @@ def summary(
         help="Append to this file (default $GITHUB_STEP_SUMMARY).")] = None,
 ) -> None:
     """`dvc metrics diff` + `dvc params diff` against the base as Markdown, plus the report table."""
-    from lungpipe import atomic
     from lungpipe.ci import build_summary, resolve_base, write_step_summary
+    from lungpipe.util import atomic
 
     rev = resolve_base() if base == "auto" else base
     text = build_summary(rev, report_md=report_md)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lungpipe.errors import print_error
+from lungpipe.util.errors import print_error
 
 app = typer.Typer(help="Data commands: dataset sources, manifests and class counts, synthetic datasets.",
                   no_args_is_help=True)
@@ -37,10 +37,10 @@ def manifest(
     from rich.console import Console
     from rich.table import Table
 
-    from lungpipe.atomic import write_csv
     from lungpipe.data.annotations import LABEL_NAMES
     from lungpipe.data.icbhi import build_manifest, summarize_manifest
-    from lungpipe.errors import DataError
+    from lungpipe.util.atomic import write_csv
+    from lungpipe.util.errors import DataError
 
     try:
         result = build_manifest(raw_dir, split_file, skip_bad=skip_bad, end_tolerance_s=end_tolerance_s,
@@ -88,7 +88,7 @@ def synth(
     from rich.console import Console
 
     from lungpipe.data.synth import SynthConfig, render_from_annotations, write_synthetic_icbhi
-    from lungpipe.errors import DataError
+    from lungpipe.util.errors import DataError
 
     started = time.perf_counter()
     try:

@@ -1,5 +1,5 @@
 """`lungpipe evaluate`: metrics, patient-bootstrap intervals and a confusion matrix from a
-predictions CSV (see :mod:`lungpipe.predictions` for the format)."""
+predictions CSV (see :mod:`lungpipe.evaluation.predictions` for the format)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lungpipe.errors import print_error
+from lungpipe.util.errors import print_error
 
 
 class Task(str, Enum):
@@ -31,7 +31,7 @@ def _interval(metrics: dict, key: str) -> str:
 def _metrics_table(metrics: dict, level: float | None):
     from rich.table import Table
 
-    from lungpipe.metrics import class_key
+    from lungpipe.evaluation.metrics import class_key
 
     title = "Metrics (%)" + (f", {100 * level:g}% bootstrap CI over patients" if level else "")
     table = Table(title=title, title_justify="left")
@@ -100,10 +100,10 @@ def evaluate(
     intervals, a confusion matrix, and optionally JSON and PNG outputs."""
     from rich.console import Console
 
-    from lungpipe.atomic import write_json
-    from lungpipe.errors import DataError
-    from lungpipe.metrics import compute_metrics
-    from lungpipe.predictions import read_predictions
+    from lungpipe.evaluation.metrics import compute_metrics
+    from lungpipe.evaluation.predictions import read_predictions
+    from lungpipe.util.atomic import write_json
+    from lungpipe.util.errors import DataError
 
     names = [n.strip() for n in class_names.split(",")] if class_names else None
     try:
@@ -133,7 +133,7 @@ def evaluate(
         write_json(out, metrics)
         console.print(f"metrics written to {out}", highlight=False)
     if confusion_png is not None:
-        from lungpipe.plots import plot_confusion
+        from lungpipe.evaluation.plots import plot_confusion
 
         plot_confusion(metrics["confusion"], metrics["class_names"], confusion_png,
                        title=f"{predictions.stem} ({task.value})")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lungpipe.errors import print_error
+from lungpipe.util.errors import print_error
 
 
 def predict(
@@ -35,8 +35,8 @@ def predict(
     from rich.markup import escape
     from rich.table import Table
 
-    from lungpipe.errors import LungpipeError
-    from lungpipe.predict import load_predictor, predict_recording, write_recording_predictions
+    from lungpipe.inference.predict import load_predictor, predict_recording, write_recording_predictions
+    from lungpipe.util.errors import LungpipeError
 
     try:
         predictor = load_predictor(model, tracking_uri)

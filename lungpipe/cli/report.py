@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from lungpipe.errors import print_error
+from lungpipe.util.errors import print_error
 
 
 def report(
@@ -22,11 +22,11 @@ def report(
     from rich.console import Console
     from rich.table import Table
 
-    from lungpipe.errors import LungpipeError
     from lungpipe.report import NoResultsError, build_report
     from lungpipe.report.build import HTML_NAME, MARKDOWN_NAME
     from lungpipe.report.figures import metric_label
     from lungpipe.report.render import pooled_text, spread_text
+    from lungpipe.util.errors import LungpipeError
 
     err = Console(stderr=True)
     try:

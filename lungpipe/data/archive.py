@@ -26,9 +26,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lungpipe.atomic import remove_path, replace_dir, staging_dir, write_json
 from lungpipe.data.download import sha256_of
-from lungpipe.errors import DataError
+from lungpipe.util.atomic import remove_path, replace_dir, staging_dir, write_json
+from lungpipe.util.errors import DataError
 
 MARKER_NAME = ".lungpipe-extracted.json"
 ZIP_SUFFIXES = (".zip",)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lungpipe.atomic import write_csv, write_text
+from lungpipe.util.atomic import write_csv, write_text
 
 UNITS: tuple[str, ...] = ("items", "recordings", "patients")
 

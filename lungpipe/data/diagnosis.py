@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungpipe.atomic import write_csv, write_text
-from lungpipe.config import ConfigError
 from lungpipe.data.class_counts import class_count_table, table_to_markdown
 from lungpipe.data.kauh import (
     KAUH_AUDIO_FILENAME,
@@ -45,7 +43,9 @@ from lungpipe.data.sources import (
     relative_to,
     remote_file,
 )
-from lungpipe.errors import DataError
+from lungpipe.util.atomic import write_csv, write_text
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError
 
 logger = logging.getLogger(__name__)
 

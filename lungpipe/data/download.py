@@ -6,7 +6,7 @@ is always complete and verified. An interrupted download leaves the ``.part`` fi
 next call (or the next retry) asks the server for the remaining bytes with a ``Range`` request.
 
 A file that already carries the final name is never overwritten or deleted: if its digest matches
-it is returned at once (no network), otherwise :class:`~lungpipe.errors.ChecksumError` explains
+it is returned at once (no network), otherwise :class:`~lungpipe.util.errors.ChecksumError` explains
 what to do.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lungpipe.errors import ChecksumError, DownloadError
+from lungpipe.util.errors import ChecksumError, DownloadError
 
 if TYPE_CHECKING:
     from typing import Self

@@ -33,7 +33,7 @@ from lungpipe.data.sources import (
     relative_to,
     remote_file,
 )
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 META_RELPATH = Path("meta") / "esc50.csv"
 AUDIO_DIRNAME = "audio"

@@ -36,7 +36,7 @@ from lungpipe.data.audio_check import scan_float_audio
 from lungpipe.data.names import parse_name, try_parse_name
 from lungpipe.data.problems import REJECT_COLUMNS, Problem, problems_error
 from lungpipe.data.split import SPLITS, find_split_file, match_split_names, read_split_file
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 #: Columns of the cycle manifest, in order.
 MANIFEST_COLUMNS: tuple[str, ...] = (

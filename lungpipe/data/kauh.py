@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 #: Mendeley Data landing page and the direct link of ``Audio Files.zip`` (version 3).
 KAUH_DATASET_PAGE = "https://data.mendeley.com/datasets/jwyy9np4gv/3"

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 #: Chest locations used in the ICBHI names (trachea, anterior/posterior/lateral left/right).
 LOCATIONS: tuple[str, ...] = ("Tc", "Al", "Ar", "Pl", "Pr", "Ll", "Lr")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 #: Columns of a rejects table.
 REJECT_COLUMNS: tuple[str, ...] = ("item", "file", "line", "reason")

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
-from lungpipe.config import ConfigError, from_dict
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError, from_dict
 
 if TYPE_CHECKING:  # the download module belongs to another part of the package
     from lungpipe.data.download import RemoteFile

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lungpipe.data.names import try_parse_name
 from lungpipe.data.problems import Problem
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 SPLIT_FILE_NAME = "ICBHI_challenge_train_test.txt"
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -178,7 +178,7 @@ class SplitScheme:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        from lungpipe.config import ConfigError
+        from lungpipe.util.typed_config import ConfigError
 
         if self.scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"split.scheme: {self.scheme!r} is not one of {list(SPLIT_SCHEMES)}")
@@ -201,7 +201,7 @@ def apply_split_scheme(manifest, scheme: SplitScheme, where: str = "manifest"):
     """The manifest with ``split`` set by ``scheme`` and a ``split_scheme`` column naming it
     (read downstream to label metrics, runs and the report). ``random_recording`` needs a cycle
     manifest with a ``split_name`` (or ``recording``) column."""
-    from lungpipe.errors import DataError
+    from lungpipe.util.errors import DataError
 
     out = manifest.copy()
     if scheme.scheme == "random_recording":

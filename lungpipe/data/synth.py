@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lungpipe.atomic import write_bytes, write_text
 from lungpipe.data.annotations import LABEL_NAMES, cycle_label, load_annotations
 from lungpipe.data.names import (
     DEVICE_SAMPLE_RATES,
@@ -41,7 +40,8 @@ from lungpipe.data.names import (
 from lungpipe.data.portable import PortableRng, encode_wav
 from lungpipe.data.split import SPLIT_FILE_NAME, read_split_file
 from lungpipe.data.synth_audio import SynthAudioConfig, render_recording
-from lungpipe.errors import DataError
+from lungpipe.util.atomic import write_bytes, write_text
+from lungpipe.util.errors import DataError
 
 DIAGNOSIS_FILE_NAME = "patient_diagnosis.csv"
 DIFFERENCES_FILE_NAME = "filename_differences.txt"
@@ -175,7 +175,7 @@ def _render_chunk(args: tuple[list[RecordingPlan], Path, int, SynthAudioConfig])
 def _render_all(plans: list[RecordingPlan], out_dir: Path, seed: int, audio: SynthAudioConfig,
                 workers: int, description: str) -> float:
     """Render every plan (in ``workers`` processes when > 1); returns the total duration (s)."""
-    from lungpipe.progress import make_progress
+    from lungpipe.util.progress import make_progress
 
     total = 0.0
     with make_progress() as progress:

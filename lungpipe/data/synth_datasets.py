@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lungpipe.atomic import write_bytes, write_csv, write_text
 from lungpipe.data import portable as pm
 from lungpipe.data.esc50 import AUDIO_DIRNAME, ESC50_CATEGORIES, META_RELPATH
+from lungpipe.util.atomic import write_bytes, write_csv, write_text
 
 #: Which class signal each (normalised) diagnosis gets in the synthetic diagnosis data.
 _DIAGNOSIS_TONE_INDEX = {"normal": 0, "healthy": 0, "n": 0, "asthma": 1, "copd": 2, "pneumonia": 3}

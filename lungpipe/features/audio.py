@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lungpipe.data.audio_check import FLOAT_AUDIO_LIMIT, FLOAT_SUBTYPES, first_bad_sample
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

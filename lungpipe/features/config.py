@@ -1,6 +1,6 @@
 """Typed settings of the preprocess step and the stable key that names a feature cache.
 
-Stages build these from params.yaml with :func:`lungpipe.config.from_dict`; the library only
+Stages build these from params.yaml with :func:`lungpipe.util.typed_config.from_dict`; the library only
 ever sees the dataclasses. Everything that changes the numbers in the feature arrays (cycle
 cutting, the frontend, the normalisation) goes into :func:`frontend_key`, so two architectures
 that ask for the same features can share one cache folder, and a changed setting gets a new one.
@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from lungpipe.config import ConfigError
+from lungpipe.util.typed_config import ConfigError
 
 PAD_MODES = ("repeat", "zero")
 BOUNDARY_MODES = ("truncate", "round")
@@ -40,7 +40,7 @@ class CycleConfig:
     ``boundary``: how annotation times become sample offsets at ``sample_rate``: ``truncate``
     (``int(t · sr)``, the release's) or ``round`` (nearest sample, half up).
     ``end_tolerance_s``: a cycle whose end lies at most this far past the end of the recording
-    is clamped to the recording's end; further past it is a :class:`~lungpipe.errors.DataError`.
+    is clamped to the recording's end; further past it is a :class:`~lungpipe.util.errors.DataError`.
     """
 
     sample_rate: int = 16000

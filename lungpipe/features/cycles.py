@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lungpipe.errors import DataError
 from lungpipe.features.config import CycleConfig
+from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -6,7 +6,7 @@ turned into spectrograms in one batch. Recordings are spread over ``cfg.workers`
 arrays, so memory stays bounded whatever the dataset size. With ``norm.mode="train_stats"`` a
 second pass normalises the arrays in place with the training split's mean/std.
 
-Everything is written into a staging folder (:func:`lungpipe.atomic.staging_dir`: under the
+Everything is written into a staging folder (:func:`lungpipe.util.atomic.staging_dir`: under the
 project's git/dvc-ignored ``.lungpipe-tmp/``, not inside ``data/features/``) and renamed onto
 ``out_dir`` at the end, so an interrupted run leaves no folder that looks complete, and a killed
 one leaves nothing in the DVC-tracked folders (its staging folder is swept at the next start).
@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungpipe import atomic
-from lungpipe.atomic import write_csv, write_json
-from lungpipe.errors import DataError
 from lungpipe.features.audio import read_audio
 from lungpipe.features.config import PreprocessConfig, frontend_key
 from lungpipe.features.extract import features_for_recording
 from lungpipe.features.frontend import n_frames
 from lungpipe.features.stats import ValueSums, combine, mean_std, norm_constants, normalise
 from lungpipe.features.store import LAYOUT_FILES, SPLITS, STATS_FILE, RowWriter, array_path, create_array
+from lungpipe.util import atomic
+from lungpipe.util.atomic import write_csv, write_json
+from lungpipe.util.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "split", "start_s", "end_s")
 _NORMALISE_ROWS = 32  # rows per in-place normalisation chunk (≈ 13 MB at 798 × 128)
@@ -279,7 +279,7 @@ def _remove_legacy_debris(out_dir: Path) -> None:
 
 
 def _progress(enabled: bool):
-    from lungpipe.progress import make_progress
+    from lungpipe.util.progress import make_progress
 
     return make_progress(disable=None if enabled else True)
 

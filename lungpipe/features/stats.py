@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lungpipe.errors import DataError
 from lungpipe.features.config import AUDIOSET_MEAN, AUDIOSET_STD, NormConfig
+from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungpipe.config import from_dict
-from lungpipe.errors import DataError
 from lungpipe.features.config import CycleConfig, FrontendConfig, NormConfig, PreprocessConfig
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import from_dict
 
 SPLITS = ("train", "test")
 STATS_FILE = "stats.json"

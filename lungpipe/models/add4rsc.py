@@ -34,8 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lungpipe.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig, spec_augment
-from lungpipe.config import ConfigError, merge
 from lungpipe.models.base import Criterion, LossOutput, LungModel
 from lungpipe.models.denoise.bias_loss import (
     BIAS_LOSSES,
@@ -46,6 +44,13 @@ from lungpipe.models.denoise.bias_loss import (
 from lungpipe.models.denoise.differential_attention import DifferentialDenoiseLayer, lambda_init_for_depth
 from lungpipe.models.denoise.frequency_filter import AdaptiveFrequencyFilter
 from lungpipe.models.registry import create_model, register_model
+from lungpipe.training.augment import (
+    RELEASE_FREQ_MASK_FRAC,
+    RELEASE_TIME_MASK_FRAC,
+    AugmentConfig,
+    spec_augment,
+)
+from lungpipe.util.typed_config import ConfigError, merge
 
 # Keys of the backbone's config that ADD4RSC derives itself.
 _DERIVED_BACKBONE_KEYS = ("num_classes", "n_frames", "n_mels", "pretrained", "pos_embed")

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from lungpipe.config import ConfigError
 from lungpipe.models.base import LungModel
 from lungpipe.models.pretrained import (
     LoadReport,
@@ -53,6 +52,7 @@ from lungpipe.models.pretrained import (
     wants_pretrained,
 )
 from lungpipe.models.registry import register_model
+from lungpipe.util.typed_config import ConfigError
 
 if TYPE_CHECKING:
     from transformers import ASTConfig

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lungpipe.config import ConfigError
 from lungpipe.models.base import LungModel
 from lungpipe.models.pretrained import (
     LoadReport,
@@ -45,6 +44,7 @@ from lungpipe.models.pretrained import (
     wants_pretrained,
 )
 from lungpipe.models.registry import register_model
+from lungpipe.util.typed_config import ConfigError
 
 log = logging.getLogger("lungpipe.models.pretrained")
 

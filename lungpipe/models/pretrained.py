@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lungpipe.errors import LungpipeError
+from lungpipe.util.errors import LungpipeError
 
 log = logging.getLogger("lungpipe.models.pretrained")
 

@@ -7,7 +7,7 @@ dataclass and named presets (``paper``, ``small``, and any others such as MRINet
 
 Every config dataclass has the fields ``num_classes``, ``n_frames`` and ``n_mels`` (the input
 spectrogram shape the model will be fed). The mapping's keys other than ``preset`` override the
-preset's values; an unknown key is a :class:`lungpipe.config.ConfigError`.
+preset's values; an unknown key is a :class:`lungpipe.util.typed_config.ConfigError`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from lungpipe.config import ConfigError, from_dict, merge
+from lungpipe.util.typed_config import ConfigError, from_dict, merge
 
 # Modules that register architectures on import. Add a new architecture file here.
 _ARCH_MODULES = (

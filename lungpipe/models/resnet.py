@@ -25,7 +25,6 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from lungpipe.config import ConfigError
 from lungpipe.models.base import LungModel, init_conv_bn
 from lungpipe.models.pretrained import (
     LoadReport,
@@ -38,6 +37,7 @@ from lungpipe.models.pretrained import (
     wants_pretrained,
 )
 from lungpipe.models.registry import register_model
+from lungpipe.util.typed_config import ConfigError
 
 #: Names accepted for torchvision's ImageNet ResNet50 weights (downloaded; not reachable offline).
 #: ``imagenet`` is V1, what ``resnet50(pretrained=True)`` gave in the patch-mix/ADD4RSC code.

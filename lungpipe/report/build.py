@@ -11,10 +11,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lungpipe import atomic
 from lungpipe.report import figures
 from lungpipe.report.outputs import collect
 from lungpipe.report.render import ReportData, render_html, render_markdown, summary_json
+from lungpipe.util import atomic
 
 HTML_NAME = "index.html"
 MARKDOWN_NAME = "summary.md"

@@ -1,4 +1,4 @@
-"""The report's pictures, drawn from the pipeline outputs with :mod:`lungpipe.plots`: score bars
+"""The report's pictures, drawn from the pipeline outputs with :mod:`lungpipe.evaluation.plots`: score bars
 (pooled value, pooled interval), each architecture's pooled confusion matrix and training curves,
 and one overlay of every architecture's validation curve (also written as the DVC plot
 ``plots/validation_curves.csv``)."""
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lungpipe import atomic
 from lungpipe.report.outputs import ArchOutputs
+from lungpipe.util import atomic
 
 #: Columns of the overlay CSV (DVC's top-level plot with the ``overlay`` template).
 OVERLAY_COLUMNS = ("architecture", "epoch", "value", "n_runs")
@@ -30,7 +30,7 @@ def metric_label(key: str) -> str:
 
 def score_bars(archs: list[ArchOutputs], path: Path) -> Path | None:
     """The pooled headline metric per architecture with its pooled bootstrap interval."""
-    from lungpipe.plots import plot_score_bars
+    from lungpipe.evaluation.plots import plot_score_bars
 
     rows = []
     for a in archs:
@@ -46,7 +46,7 @@ def score_bars(archs: list[ArchOutputs], path: Path) -> Path | None:
 
 
 def confusion_figure(arch: ArchOutputs, path: Path) -> Path:
-    from lungpipe.plots import plot_confusion
+    from lungpipe.evaluation.plots import plot_confusion
 
     d = arch.details
     return plot_confusion(np.asarray(d["confusion"]), d["class_names"], path,
@@ -59,7 +59,7 @@ def _series(history: list[dict], key: str) -> list[float | None]:
 
 def curves_figure(arch: ArchOutputs, path: Path) -> Path | None:
     """``train_loss`` and ``val_<headline>`` per epoch of every run."""
-    from lungpipe.plots import plot_curves
+    from lungpipe.evaluation.plots import plot_curves
 
     series: dict[str, list[float | None]] = {}
     several = len(arch.runs) > 1
@@ -97,7 +97,7 @@ def write_overlay_csv(archs: list[ArchOutputs], path: Path) -> Path:
 
 
 def overlay_figure(archs: list[ArchOutputs], path: Path) -> Path | None:
-    from lungpipe.plots import plot_curves
+    from lungpipe.evaluation.plots import plot_curves
 
     table = overlay_table(archs)
     if table.empty:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lungpipe.errors import LungpipeError
+from lungpipe.util.errors import LungpipeError
 
 
 class NoResultsError(LungpipeError):

@@ -36,8 +36,8 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def differing_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a run's ``config.json`` that differ from the library defaults
     (:class:`~lungpipe.training.config.TrainConfig`), plus its tuned values (``tuned.<key>``)."""
-    from lungpipe.config import to_dict
     from lungpipe.training.config import TrainConfig
+    from lungpipe.util.typed_config import to_dict
 
     defaults = _flatten(to_dict(TrainConfig()))
     used = _flatten(config.get("train") or {})

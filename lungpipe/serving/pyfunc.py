@@ -1,8 +1,8 @@
 """The logged MLflow model: audio in, class probabilities per window out.
 
 :class:`AudioClassifier` is an MLflow pyfunc whose only artifact is the training's ``model.pt``
-(read by :func:`lungpipe.model_file.read_model_file`, so no pickle is involved); features are
-computed by :mod:`lungpipe.predict`, i.e. by the preprocessing frontend and the training
+(read by :func:`lungpipe.inference.model_file.read_model_file`, so no pickle is involved); features are
+computed by :mod:`lungpipe.inference.predict`, i.e. by the preprocessing frontend and the training
 normalisation recorded in that file. It is logged as a "model from code"
 (:mod:`lungpipe.serving.model_code`), so ``mlflow models serve --env-manager local`` works
 wherever lungpipe is installed.
@@ -28,7 +28,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from lungpipe.model_file import MODEL_FILE, ModelLoadError, read_model_file
+from lungpipe.inference.model_file import MODEL_FILE, ModelLoadError, read_model_file
 
 DEFAULT_WINDOW_S = 4.0
 MODEL_CODE = Path(__file__).with_name("model_code.py")
@@ -47,8 +47,8 @@ def _missing(value: Any) -> bool:
 
 def _recording(row: dict[str, Any], i: int) -> tuple[np.ndarray, int, str]:
     """The waveform and sample rate of one input row."""
-    from lungpipe.errors import DataError
     from lungpipe.features.audio import read_audio
+    from lungpipe.util.errors import DataError
 
     path, wave = row.get("path"), row.get("waveform")
     if not _missing(path) and str(path):
@@ -64,13 +64,13 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
     """Class probabilities per window of each input recording (see the module docstring)."""
 
     def load_context(self, context) -> None:
-        from lungpipe.predict import predictor_from_model_file
+        from lungpipe.inference.predict import predictor_from_model_file
 
         path = context.artifacts[ARTIFACT_KEY]
         self.predictor = predictor_from_model_file(read_model_file(path), str(path))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from lungpipe.predict import predict_waveform, window_segments
+        from lungpipe.inference.predict import predict_waveform, window_segments
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         window_s = float((params or {}).get("window_s") or DEFAULT_WINDOW_S)

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lungpipe.atomic import atomic_path
-from lungpipe.errors import LungpipeError
+from lungpipe.util.atomic import atomic_path
+from lungpipe.util.errors import LungpipeError
 
 log = logging.getLogger(__name__)
 

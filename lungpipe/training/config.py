@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lungpipe.augment import AugmentConfig
-from lungpipe.config import require, require_choice
+from lungpipe.training.augment import AugmentConfig
+from lungpipe.util.typed_config import require, require_choice
 
 __all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "SELECTIONS", "AugmentConfig", "SplitConfig", "TrainConfig"]
 

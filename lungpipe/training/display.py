@@ -7,7 +7,7 @@ from typing import Self
 
 from rich.progress import TextColumn
 
-from lungpipe.progress import make_progress
+from lungpipe.util.progress import make_progress
 
 
 class FitDisplay:

@@ -45,13 +45,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from lungpipe.config import ConfigError
 from lungpipe.training.config import TrainConfig
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.device import pick_device
 from lungpipe.training.launch import BACKENDS, per_rank_batch, under_torchrun
 from lungpipe.training.placement import SingleProcess
 from lungpipe.training.seeding import seed_worker
+from lungpipe.util.typed_config import ConfigError
 
 __all__ = ["DistributedPlacement", "EvalShard", "torchrun_placement", "unshard"]
 

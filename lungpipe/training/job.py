@@ -23,22 +23,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from lungpipe import atomic
-from lungpipe.config import to_dict
-from lungpipe.model_file import (
+from lungpipe.inference.model_file import (
     MODEL_FILE,
     ModelFile,
     load_model,  # noqa: F401 - the one model loader, re-exported for callers
     write_model_file,
 )
 from lungpipe.models import create_model, resolve_config
-from lungpipe.settings import ArchSettings
 from lungpipe.training import checkpoint
+from lungpipe.training.arch_settings import ArchSettings
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
 from lungpipe.training.device import pick_device
 from lungpipe.training.engine import EpochCallback, FitResult, fit, run_signature
 from lungpipe.training.inference import predict_loader
 from lungpipe.training.placement import SingleProcess
+from lungpipe.util import atomic
+from lungpipe.util.typed_config import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class TrainJobResult:
 
 
 def _evaluator(task: str, num_classes: int):
-    from lungpipe.metrics import compute_metrics, scalar_metric_keys
+    from lungpipe.evaluation.metrics import compute_metrics, scalar_metric_keys
 
     def evaluate(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         m = compute_metrics(labels, probs.argmax(1), task=task, num_classes=num_classes)
@@ -114,7 +114,7 @@ def run_training(job: TrainJob) -> TrainJobResult:
     resolved_model = to_dict(resolve_config(s.name, model_cfg))
     from dataclasses import replace
 
-    from lungpipe.metrics import resolve_metric
+    from lungpipe.evaluation.metrics import resolve_metric
 
     train_cfg = replace(s.train, seed=job.seed,
                         selection_metric=resolve_metric(s.train.selection_metric, job.metric_task,
@@ -191,7 +191,7 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
 def _model_file_stats(train_split, train_ds: SpectrogramDataset) -> dict[str, Any]:
     """The features' stats plus the shortest cycle the model trained on (predict warns below it)."""
-    from lungpipe.predict import SHORTEST_TRAIN_CYCLE_KEY
+    from lungpipe.inference.predict import SHORTEST_TRAIN_CYCLE_KEY
 
     stats = dict(getattr(train_split, "stats", None) or {})
     index = train_split.index
@@ -209,9 +209,9 @@ def _predict(placement: SingleProcess, model, test_split, train_cfg) -> np.ndarr
 
 
 def _score_test(job: TrainJob, probs: np.ndarray, test_split, num_classes: int):
-    from lungpipe.evaluation import score_test_predictions
-    from lungpipe.plots import plot_confusion
-    from lungpipe.predictions import write_predictions
+    from lungpipe.evaluation.plots import plot_confusion
+    from lungpipe.evaluation.predictions import write_predictions
+    from lungpipe.evaluation.scoring import score_test_predictions
 
     idx = test_split.index
     labels = idx["label"].to_numpy()
@@ -230,7 +230,7 @@ def _score_test(job: TrainJob, probs: np.ndarray, test_split, num_classes: int):
 
 def display_name_of(job: TrainJob) -> str:
     """The architecture named with its preset, e.g. ``resnet50 (small preset: layers 1-1-1-1, …)``."""
-    from lungpipe.naming import display_name
+    from lungpipe.models.naming import display_name
 
     return display_name(job.settings.name, job.settings.model)
 

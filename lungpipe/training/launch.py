@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lungpipe.config import ConfigError
+from lungpipe.util.typed_config import ConfigError
 
 __all__ = ["BACKENDS", "RDZV_BACKENDS", "DistributedConfig", "per_rank_batch", "torchrun_command", "under_torchrun"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lungpipe.augment import mixup, spec_augment
+from lungpipe.training.augment import mixup, spec_augment
 from lungpipe.training.averaging import WeightMovingAverage
 from lungpipe.training.config import TrainConfig
 from lungpipe.training.device import autocast, grad_scaler

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lungpipe.data.archive import extract_archive
-from lungpipe.errors import DataError
+from lungpipe.util.errors import DataError
 
 # A chain of symlinked 247-character folders, 16 deep, whose resolved path is longer than
 # PATH_MAX (4096): os.path.realpath and tarfile's "data" filter stop resolving there.

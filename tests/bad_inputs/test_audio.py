@@ -15,10 +15,10 @@ import soundfile as sf
 
 from lungpipe.data.icbhi import build_manifest
 from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
-from lungpipe.errors import DataError
 from lungpipe.features.audio import read_audio
 from lungpipe.features.config import NormConfig
 from lungpipe.features.stats import ValueSums, combine, norm_constants
+from lungpipe.util.errors import DataError
 
 
 @pytest.fixture(scope="module")

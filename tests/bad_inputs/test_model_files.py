@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lungpipe.model_file import ModelLoadError, read_model_file
+from lungpipe.inference.model_file import ModelLoadError, read_model_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (mlflow_store)
 
@@ -78,7 +78,7 @@ def test_a_crafted_model_in_an_mlflow_run_is_refused(tmp_path):
     from mlflow import MlflowClient
     from mlflow_store import fresh_db
 
-    from lungpipe.predict import load_predictor
+    from lungpipe.inference.predict import load_predictor
 
     marker = tmp_path / "pwned"
     uri = fresh_db(tmp_path / "mlflow.db")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lungpipe.config import ConfigError
-from lungpipe.errors import print_error, report_errors
+from lungpipe.util.errors import print_error, report_errors
+from lungpipe.util.typed_config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "stages"))

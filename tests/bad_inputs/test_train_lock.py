@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lungpipe.errors import LungpipeError, TrainingLockedError
-from lungpipe.locks import LOCK_NAME, FolderLock, ensure_writable
+from lungpipe.util.errors import LungpipeError, TrainingLockedError
+from lungpipe.util.locks import LOCK_NAME, FolderLock, ensure_writable
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lungpipe.config import ConfigError
 from lungpipe.models.mrinet.config import LOSSES, TIME_RESIZES, MRINetConfig
+from lungpipe.util.typed_config import ConfigError
 
 #: The released stem's padding, (time, freq): asymmetric, so the time axis grows by 3 frames.
 STEM_PADDING = (5, 3)

@@ -14,7 +14,7 @@ Two kinds of numbers, both in the metric file:
 
 - ``<m>`` with ``<m>_lo`` / ``<m>_hi``: the metric of the **pooled** test predictions of all runs
   (seeds, and folds for cross-validation) with a 95% percentile bootstrap interval that resamples
-  patients *and* runs (:func:`lungpipe.metrics.bootstrap_intervals` with ``runs``), so it covers
+  patients *and* runs (:func:`lungpipe.evaluation.metrics.bootstrap_intervals` with ``runs``), so it covers
   the training variance; never an average of per-run bounds.
 - ``<m>_mean`` / ``<m>_sd``: mean and sample sd (ddof=1) of the per-run values over seeds, or over
   folds for cross-validation (a fold's value is the mean over its seeds); ``None`` with one value.
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungpipe import atomic
-from lungpipe.config import require
-from lungpipe.errors import DataError
+from lungpipe.util import atomic
+from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import require
 
 
 @dataclass
@@ -73,7 +73,7 @@ def headline_keys(task: str) -> list[str]:
 
 def headline_metric(task: str) -> str:
     """The metric that ranks architectures (ICBHI Score; macro-F1 for multiclass tasks)."""
-    from lungpipe.metrics import AUTO_METRIC
+    from lungpipe.evaluation.metrics import AUTO_METRIC
 
     return AUTO_METRIC[task]
 
@@ -145,7 +145,7 @@ def score_test_predictions(labels, preds, patients, *, task: str, class_names: S
     """Test metrics of (pooled) predictions with patient (and run) bootstrap intervals: the one
     function behind every reported test number (the training job's MLflow metrics and the
     evaluate stage's metric files)."""
-    from lungpipe.metrics import compute_metrics
+    from lungpipe.evaluation.metrics import compute_metrics
 
     return compute_metrics(labels, preds, task=task, num_classes=len(class_names), class_names=list(class_names),
                            patients=patients, n_resamples=n_boot, seed=seed, runs=runs)
@@ -179,9 +179,9 @@ def evaluate_architecture(arch: str, models_dir: Path, metrics_path: Path, plots
     """Score the runs of ``arch`` (``folds`` × ``seeds`` when given, else every run found), write
     the DVC metric file, the details file (default ``<metrics dir>/details/<arch>.json``) and the
     plots. Returns the details."""
-    from lungpipe.metrics import scalar_metric_keys
-    from lungpipe.plots import plot_confusion
-    from lungpipe.predictions import read_predictions
+    from lungpipe.evaluation.metrics import scalar_metric_keys
+    from lungpipe.evaluation.plots import plot_confusion
+    from lungpipe.evaluation.predictions import read_predictions
 
     runs = find_runs(models_dir, folds, seeds)
     k = len(class_names)

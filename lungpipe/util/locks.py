@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from lungpipe.errors import LungpipeError, TrainingLockedError
+from lungpipe.util.errors import LungpipeError, TrainingLockedError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
 
 class FolderLock:
     """``with FolderLock(folder):`` — hold ``folder/train.lock`` exclusively or raise
-    :class:`~lungpipe.errors.TrainingLockedError` naming the PID that holds it."""
+    :class:`~lungpipe.util.errors.TrainingLockedError` naming the PID that holds it."""
 
     def __init__(self, folder: str | os.PathLike, what: str = "trainer"):
         self.folder = Path(folder)

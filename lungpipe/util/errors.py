@@ -64,7 +64,7 @@ def _is_internal(exc: BaseException) -> bool:
     # ConfigError/DataError (ValueError subclasses) or plain ValueErrors raised in lungpipe.
     if isinstance(exc, LungpipeError):
         return False
-    from lungpipe.config import ConfigError
+    from lungpipe.util.typed_config import ConfigError
 
     if isinstance(exc, ConfigError):
         return False

@@ -158,7 +158,7 @@ def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: 
 
 
 def _bench_config(batch_size: int, workers: int, device):
-    from lungpipe.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig
+    from lungpipe.training.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig
     from lungpipe.training.config import TrainConfig
 
     return TrainConfig(epochs=1, batch_size=batch_size, lr=1e-4, grad_clip=0.0, class_weighted=False,
@@ -201,7 +201,7 @@ def _time_plain(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigur
     import torch
     from torch.utils.data import DataLoader
 
-    from lungpipe.augment import spec_augment
+    from lungpipe.training.augment import spec_augment
     from lungpipe.training.device import autocast, grad_scaler
 
     cfg = _bench_config(batch_size, workers, dev)

@@ -150,7 +150,7 @@ def resolve_metric(name: str, task: str, where: str = "selection_metric") -> str
     """The metric ``name`` means for ``task``: ``"auto"`` → the task's headline metric (ICBHI Score;
     macro-F1 for multiclass tasks). An ICBHI-only metric on a multiclass task is a ConfigError
     naming ``where``, raised before any training."""
-    from lungpipe.config import ConfigError
+    from lungpipe.util.typed_config import ConfigError
 
     if task not in AUTO_METRIC:
         raise ConfigError(f"{where}: unknown metric task {task!r}; expected one of {sorted(AUTO_METRIC)}")

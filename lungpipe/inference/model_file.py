@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lungpipe.errors import LungpipeError
+from lungpipe.util.errors import LungpipeError
 
 MODEL_FILE = "model.pt"
 FORMAT = "lungpipe-model/1"
@@ -62,7 +62,7 @@ def write_model_file(path: str | os.PathLike, model: ModelFile) -> Path:
     """Write ``model`` to ``path`` atomically (tensors + one JSON string)."""
     import torch
 
-    from lungpipe.atomic import atomic_path
+    from lungpipe.util.atomic import atomic_path
 
     config = {
         "arch": str(model.arch),

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungpipe.atomic import atomic_path
-from lungpipe.errors import DataError
+from lungpipe.util.atomic import atomic_path
+from lungpipe.util.errors import DataError
 
 BASE_COLUMNS: tuple[str, ...] = ("recording", "cycle", "patient", "label", "pred")
 UNLABELLED = -1

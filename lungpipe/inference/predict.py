@@ -2,7 +2,7 @@
 
 The model comes from a ``model.pt`` file (or the training output folder holding it), an MLflow run
 id, or a logged/registered MLflow model (``models:/<name>@<alias>``); in every case the
-``model.pt`` is read by :func:`lungpipe.model_file.read_model_file` (tensors and plain data only,
+``model.pt`` is read by :func:`lungpipe.inference.model_file.read_model_file` (tensors and plain data only,
 never unpickled code). It carries the architecture, the resolved model config, the class names,
 the weights and the ``stats.json`` of the features folder the model was trained on; those stats hold the cycle,
 frontend and normalisation settings, so a recording is turned into features by the very code
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from lungpipe.errors import DataError
-from lungpipe.model_file import MODEL_FILE, ModelFile, ModelLoadError, build_model, read_model_file
+from lungpipe.inference.model_file import MODEL_FILE, ModelFile, ModelLoadError, build_model, read_model_file
+from lungpipe.util.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class RecordingPrediction:
 # ------------------------------------------------------------------------------- loading models
 def preprocess_config_from_stats(stats: Mapping[str, Any] | None, where: str):
     """The :class:`~lungpipe.features.PreprocessConfig` recorded in a features folder's stats."""
-    from lungpipe.config import ConfigError
     from lungpipe.features import config_from_stats
+    from lungpipe.util.typed_config import ConfigError
 
     if not stats or not stats.get("cycle") or not stats.get("frontend"):
         raise ModelLoadError(
@@ -269,7 +269,7 @@ def predict_recording(predictor: Predictor, wav: str | os.PathLike, *, annotatio
 
 def write_recording_predictions(result: RecordingPrediction, path: str | os.PathLike) -> Path:
     """The predictions CSV (shared format; unknown labels are empty cells)."""
-    from lungpipe.predictions import write_predictions
+    from lungpipe.evaluation.predictions import write_predictions
 
     n = len(result.segments)
     return write_predictions(path, [result.recording] * n, np.arange(n), [result.patient] * n,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lungpipe.config import require, require_choice
+from lungpipe.util.typed_config import require, require_choice
 
 AUGMENT_MODES = ("lungpipe", "release")
 FILLS = ("mean", "zero")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungpipe.atomic import atomic_path
+from lungpipe.util.atomic import atomic_path
 
 _DPI = 120
 # Confusion matrices with more classes than this get no per-cell numbers (ESC-50 has 50).

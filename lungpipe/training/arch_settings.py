@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lungpipe.config import ConfigError, from_dict, to_dict
 from lungpipe.training.config import AugmentConfig, SplitConfig, TrainConfig
+from lungpipe.util.typed_config import ConfigError, from_dict, to_dict
 
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"augment"}
 AUGMENT_KEYS = frozenset(f.name for f in dataclasses.fields(AugmentConfig))

@@ -1,0 +1,1 @@
+"""Inference: the model file (one safe loader) and prediction on new recordings."""
