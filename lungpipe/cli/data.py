@@ -37,8 +37,8 @@ def manifest(
     from rich.console import Console
     from rich.table import Table
 
-    from lungpipe.data.annotations import LABEL_NAMES
     from lungpipe.data.icbhi import build_manifest, summarize_manifest
+    from lungpipe.labels import ICBHI_CLASS_NAMES
     from lungpipe.util.atomic import write_csv
     from lungpipe.util.errors import DataError
 
@@ -57,11 +57,11 @@ def manifest(
     table.add_column("split")
     table.add_column("recordings", justify="right")
     table.add_column("cycles", justify="right")
-    for name in LABEL_NAMES:
+    for name in ICBHI_CLASS_NAMES:
         table.add_column(name, justify="right")
     for split, per_label in summary["cycles_per_label"].items():
         table.add_row(split, str(summary["recordings_per_split"][split]),
-                      str(summary["cycles_per_split"][split]), *(str(per_label[n]) for n in LABEL_NAMES))
+                      str(summary["cycles_per_split"][split]), *(str(per_label[n]) for n in ICBHI_CLASS_NAMES))
     console.print(table)
     if len(result.rejects):
         items = result.rejects["item"].nunique()

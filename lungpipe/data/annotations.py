@@ -34,8 +34,6 @@ def cycle_label(crackle: int, wheeze: int) -> int:
     return int(crackle) + 2 * int(wheeze)
 
 
-LABEL_NAMES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
-
 _FIX = "each line must be 'start end crackle wheeze' (seconds, seconds, 0/1, 0/1)"
 
 

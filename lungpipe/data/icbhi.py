@@ -31,11 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lungpipe.data.annotations import LABEL_NAMES, Cycle, read_annotations
+from lungpipe.data.annotations import Cycle, read_annotations
 from lungpipe.data.audio_check import scan_float_audio
 from lungpipe.data.names import parse_name, try_parse_name
 from lungpipe.data.problems import REJECT_COLUMNS, Problem, problems_error
 from lungpipe.data.split import SPLITS, find_split_file, match_split_names, read_split_file
+from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.errors import DataError
 
 #: Columns of the cycle manifest, in order.
@@ -272,9 +273,9 @@ def summarize_manifest(cycles: pd.DataFrame) -> dict:
     """Counts for a short summary: recordings and patients, recordings and cycles per split,
     cycles per label and split."""
     per_label = {
-        split: {LABEL_NAMES[k]: int(v) for k, v in
+        split: {ICBHI_CLASS_NAMES[k]: int(v) for k, v in
                 cycles[cycles["split"] == split]["label"].value_counts().reindex(
-                    range(len(LABEL_NAMES)), fill_value=0).items()}
+                    range(len(ICBHI_CLASS_NAMES)), fill_value=0).items()}
         for split in SPLITS
     }
     return {

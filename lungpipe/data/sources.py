@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import ConfigError, from_dict
 
@@ -243,7 +244,6 @@ def remote_file(url: str, sha256: str, filename: str) -> RemoteFile:
 
 # --------------------------------------------------------------------------- ICBHI (cycle level)
 
-ICBHI_CLASS_NAMES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
 ICBHI_BASE_URL = "https://bhichallenge.med.auth.gr/sites/default/files/ICBHI_final_database"
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungpipe.data.annotations import LABEL_NAMES, cycle_label, load_annotations
+from lungpipe.data.annotations import cycle_label, load_annotations
 from lungpipe.data.names import (
     DEVICE_SAMPLE_RATES,
     LOCATIONS,
@@ -40,6 +40,7 @@ from lungpipe.data.names import (
 from lungpipe.data.portable import PortableRng, encode_wav
 from lungpipe.data.split import SPLIT_FILE_NAME, read_split_file
 from lungpipe.data.synth_audio import SynthAudioConfig, render_recording
+from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.atomic import write_bytes, write_text
 from lungpipe.util.errors import DataError
 
@@ -285,7 +286,7 @@ def _summary(out_dir: Path, plans: list[RecordingPlan], n_patients: int, total_s
     cycles_split = Counter()
     for plan in plans:
         for _, _, c, w in plan.cycles:
-            labels[LABEL_NAMES[cycle_label(int(c), int(w))]] += 1
+            labels[ICBHI_CLASS_NAMES[cycle_label(int(c), int(w))]] += 1
         cycles_split[plan.split] += len(plan.cycles)
     return SynthSummary(
         out_dir=out_dir,
@@ -294,7 +295,7 @@ def _summary(out_dir: Path, plans: list[RecordingPlan], n_patients: int, total_s
         n_cycles=sum(len(p.cycles) for p in plans),
         recordings_per_split=dict(sorted(Counter(p.split for p in plans).items())),
         cycles_per_split=dict(sorted(cycles_split.items())),
-        cycles_per_label={name: labels.get(name, 0) for name in LABEL_NAMES},
+        cycles_per_label={name: labels.get(name, 0) for name in ICBHI_CLASS_NAMES},
         sample_rates=dict(sorted(Counter(p.sample_rate for p in plans).items())),
         subtypes=dict(sorted(Counter(p.subtype for p in plans).items())),
         total_duration_s=round(total_s, 3),

@@ -48,7 +48,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-ICBHI_CLASS_NAMES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
+from lungpipe.labels import ICBHI_CLASS_NAMES
+
 TASKS: tuple[str, ...] = ("icbhi", "multiclass")
 
 #: Keys of a metrics dict that describe the evaluation rather than measure it.
