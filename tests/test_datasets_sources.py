@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from lungpipe.data import sources
 from lungpipe.data.sources import (
     MANIFEST_COLUMNS,
     METRIC_TASKS,
@@ -100,7 +100,7 @@ def test_icbhi_source_wraps_the_cycle_builder(monkeypatch, tmp_path: Path) -> No
         calls.append((raw_dir, split_file, skip_bad, strict_cycles))
         return types.SimpleNamespace(cycles=cycles, rejects=pd.DataFrame())
 
-    monkeypatch.setitem(sys.modules, "lungpipe.data.icbhi", types.SimpleNamespace(build_manifest=fake_build))
+    monkeypatch.setattr(sources, "build_icbhi_manifest", fake_build)
     source = get_source("icbhi")
     out = source.build_manifest(tmp_path, source.config({"split_file": "split.txt", "skip_bad": True,
                                                          "strict_cycles": True}))

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from lungpipe.data.icbhi import build_manifest as build_icbhi_manifest
 from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import ConfigError, from_dict
@@ -263,21 +264,6 @@ class IcbhiSourceConfig:
     strict_cycles: bool = False  # duplicated / overlapping cycles: errors (True) or a warning (False)
 
 
-def _icbhi_manifest_builder():
-    """The ICBHI cycle-manifest builder of ``lungpipe.data.icbhi`` (or ``.manifest``)."""
-    errors = []
-    for module_name in ("lungpipe.data.icbhi", "lungpipe.data.manifest"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            errors.append(f"{module_name}: {exc}")
-            continue
-        if hasattr(module, "build_manifest"):
-            return module.build_manifest
-        errors.append(f"{module_name}: no build_manifest")
-    raise ImportError("no ICBHI manifest builder found (" + "; ".join(errors) + ")")
-
-
 class IcbhiSource(DatasetSource):
     """ICBHI 2017, one row per respiratory cycle (wraps the ICBHI manifest builder)."""
 
@@ -307,14 +293,11 @@ class IcbhiSource(DatasetSource):
             split_file = Path(cfg.split_file)
             if not split_file.is_absolute():
                 split_file = raw_dir / split_file
-        result = _icbhi_manifest_builder()(raw_dir, split_file, skip_bad=cfg.skip_bad,
-                                           strict_cycles=cfg.strict_cycles)
+        result = build_icbhi_manifest(raw_dir, split_file, skip_bad=cfg.skip_bad, strict_cycles=cfg.strict_cycles)
         cycles = result.cycles.copy()
         if "source" not in cycles.columns:
             cycles["source"] = "icbhi"
-        rejects = getattr(result, "rejects", None)
-        return BuiltDataset(finalize_manifest(cycles, str(raw_dir)),
-                            rejects=rejects if isinstance(rejects, pd.DataFrame) else pd.DataFrame())
+        return BuiltDataset(finalize_manifest(cycles, str(raw_dir)), rejects=result.rejects)
 
 
 @dataclass
@@ -375,13 +358,6 @@ _SOURCES: dict[str, str] = {
 def source_names() -> list[str]:
     """Names :func:`get_source` accepts."""
     return sorted(_SOURCES)
-
-
-def register_source(name: str, target: str) -> None:
-    """Add a source: ``target`` is ``"package.module:ClassName"`` of a DatasetSource subclass."""
-    if name in _SOURCES and _SOURCES[name] != target:
-        raise ValueError(f"dataset source {name!r} is registered twice ({_SOURCES[name]} vs {target})")
-    _SOURCES[name] = target
 
 
 def source_from_params(data: Mapping[str, Any]) -> tuple[DatasetSource, Any]:
