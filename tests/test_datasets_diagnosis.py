@@ -15,11 +15,9 @@ from lungpipe.data.diagnosis import (
     DiagnosisConfig,
     build_diagnosis_dataset,
     class_count_table,
-    diagnosis_summary,
+    excluded_counts,
     read_patient_diagnoses,
     split_patients,
-    write_class_count_table,
-    write_diagnosis_reports,
 )
 from lungpipe.data.synth_datasets import (
     kauh_filename,
@@ -85,9 +83,9 @@ def test_icbhi_patients_and_recordings_per_class(real_dataset, shared_icbhi: Pat
     want_excluded = Counter(d for p, d in diagnoses.items() if d not in MAPPED)
     assert excluded.groupby("diagnosis")["patient"].nunique().to_dict() == dict(want_excluded)
     assert len(icbhi) + len(excluded) == len(names) == 920
-    summary = diagnosis_summary(real_dataset)
-    row = summary[(summary["source"] == "icbhi") & (summary["diagnosis"] == "urti")].iloc[0]
-    assert (row["outcome"], row["patients"]) == ("excluded", 14)
+    counts = excluded_counts(real_dataset)
+    row = counts[(counts["source"] == "icbhi") & (counts["diagnosis"] == "urti")].iloc[0]
+    assert row["patients"] == 14
 
 
 def test_labels_paths_and_contract(real_dataset, real_layout: Path) -> None:
@@ -257,16 +255,3 @@ def test_class_count_table_by_hand() -> None:
     patients = class_count_table(_hand_manifest(), unit="patients")
     assert patients.loc["copd"].tolist() == [2, 1, 0, 0, 3]
     assert patients.loc["asthma"].tolist() == [0, 0, 1, 1, 2]
-
-
-def test_write_tables(tmp_path: Path, small_raw: Path) -> None:
-    table = write_class_count_table(_hand_manifest(), tmp_path / "counts.csv", tmp_path / "counts.md")
-    back = pd.read_csv(tmp_path / "counts.csv").set_index("class")
-    pd.testing.assert_frame_equal(back, table, check_names=False)
-    md = (tmp_path / "counts.md").read_text().splitlines()
-    assert "| class | icbhi/train | icbhi/test | kauh/train | kauh/test | total |" in md
-    assert "| copd | 3 | 1 | 0 | 0 | 4 |" in md
-    paths = write_diagnosis_reports(build_diagnosis_dataset(small_raw), tmp_path / "reports")
-    assert all(p.is_file() for p in paths.values())
-    summary = pd.read_csv(paths["summary"])
-    assert summary.set_index("diagnosis").loc["urti", "outcome"] == "excluded"

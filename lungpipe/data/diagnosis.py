@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lungpipe.data.class_counts import class_count_table, table_to_markdown
+from lungpipe.data.class_counts import class_count_table
 from lungpipe.data.kauh import (
     KAUH_AUDIO_FILENAME,
     KAUH_AUDIO_SHA256,
@@ -43,7 +43,6 @@ from lungpipe.data.sources import (
     relative_to,
     remote_file,
 )
-from lungpipe.util.atomic import write_csv, write_text
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import ConfigError
 
@@ -370,18 +369,6 @@ def _check_patient_disjoint(manifest: pd.DataFrame, where: str) -> None:
         raise AssertionError(f"{where}: patients on both sides: {list(sides[sides > 1].index)}")
 
 
-def diagnosis_summary(dataset: DiagnosisDataset) -> pd.DataFrame:
-    """Patients and recordings per (source, diagnosis), with the class each went to or 'excluded'."""
-    kept = dataset.manifest.assign(outcome=dataset.manifest["class_name"])
-    gone = dataset.excluded.assign(outcome="excluded")
-    both = pd.concat([kept[["source", "patient", "diagnosis", "outcome"]],
-                      gone[["source", "patient", "diagnosis", "outcome"]]], ignore_index=True)
-    both["diagnosis"] = both["diagnosis"].map(normalize_diagnosis)
-    table = (both.groupby(["source", "diagnosis", "outcome"])
-             .agg(patients=("patient", "nunique"), recordings=("patient", "size")).reset_index())
-    return table.sort_values(["source", "outcome", "diagnosis"]).reset_index(drop=True)
-
-
 def excluded_counts(dataset: DiagnosisDataset) -> pd.DataFrame:
     """Patients and recordings per (source, diagnosis) left out as excluded diagnoses (diagnosis
     normalised: lower case, single spaces)."""
@@ -392,32 +379,6 @@ def excluded_counts(dataset: DiagnosisDataset) -> pd.DataFrame:
     table = (frame.groupby(["source", "diagnosis"])
              .agg(patients=("patient", "nunique"), recordings=("patient", "size")).reset_index())
     return table[columns].sort_values(["source", "diagnosis"]).reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- class-count table
-
-
-def write_class_count_table(manifest: pd.DataFrame, csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
-    """Write the recordings-per-class table as CSV and Markdown (with a patients table below it)."""
-    table = class_count_table(manifest)
-    patients = class_count_table(manifest, unit="patients")
-    write_csv(csv_path, table.reset_index())
-    write_text(md_path, "## Recordings per class\n\n" + table_to_markdown(table)
-               + "\n## Patients per class\n\n" + table_to_markdown(patients))
-    return table
-
-
-def write_diagnosis_reports(dataset: DiagnosisDataset, out_dir: str | Path) -> dict[str, Path]:
-    """Class counts (CSV + Markdown), the per-diagnosis summary with excluded counts, the rejects."""
-    out_dir = Path(out_dir)
-    paths = {
-        "class_counts_csv": out_dir / "class_counts.csv", "class_counts_md": out_dir / "class_counts.md",
-        "summary": out_dir / "diagnosis_summary.csv", "rejects": out_dir / "rejects.csv",
-    }
-    write_class_count_table(dataset.manifest, paths["class_counts_csv"], paths["class_counts_md"])
-    write_csv(paths["summary"], diagnosis_summary(dataset))
-    write_csv(paths["rejects"], pd.DataFrame(dataset.rejects, columns=["file", "reason"]))
-    return paths
 
 
 class DiagnosisSource(DatasetSource):
@@ -489,6 +450,6 @@ class DiagnosisSynthSource(DiagnosisSource):
 __all__ = [
     "DIAGNOSIS_CLASSES", "DiagnosisConfig", "DiagnosisDataset", "DiagnosisSource", "DiagnosisSynthConfig",
     "DiagnosisSynthSource", "LabelMapper",
-    "build_diagnosis_dataset", "class_count_table", "diagnosis_summary", "excluded_counts", "normalize_diagnosis",
-    "read_patient_diagnoses", "split_patients", "write_class_count_table", "write_diagnosis_reports",
+    "build_diagnosis_dataset", "class_count_table", "excluded_counts", "normalize_diagnosis",
+    "read_patient_diagnoses", "split_patients",
 ]
