@@ -18,7 +18,9 @@ params hash) and their features folder as an MLflow dataset input whose digest i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -28,6 +30,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import yaml
+from mlflow.data.dataset_source_registry import get_registered_sources
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
+
+from lungpipe.util.atomic import write_json
 from lungpipe.util.errors import LungpipeError
 from lungpipe.util.typed_config import flatten
 
@@ -108,8 +117,6 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
 def warn_if_shared_sqlite(uri: str) -> None:
     """Several processes logging into one SQLite file can fail with "database is locked"."""
     if uri.startswith("sqlite:"):
-        import logging
-
         logging.getLogger(__name__).warning(
             "MLflow logs into the SQLite file %s; several workers writing it at once can fail with "
             "'database is locked'. For parallel workers run a tracking server and point every worker at it: %s",
@@ -187,8 +194,6 @@ def provenance_tags(repo_root: str | os.PathLike | None = None) -> dict[str, str
 
 def params_hash(params: Mapping[str, Any]) -> str:
     """A short stable hash of a (nested, JSON-compatible) params mapping."""
-    import hashlib
-
     text = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -201,8 +206,6 @@ def run_key(stage: str, arch: str, fold: str, seed: int | str, params_digest: st
 # -------------------------------------------------------------------------- run files
 def write_run_file(folder: str | os.PathLike, run: Any, uri: str) -> Path:
     """``folder/mlflow_run.json`` = {"run_id", "experiment_id", "tracking_uri", "run_name"}."""
-    from lungpipe.util.atomic import write_json
-
     return write_json(Path(folder) / RUN_FILE, {
         "run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "tracking_uri": uri,
         "run_name": run.info.run_name})
@@ -222,8 +225,6 @@ def read_run_file(folder: str | os.PathLike) -> dict[str, Any] | None:
 def dvc_md5(path: str | os.PathLike) -> tuple[str, str] | None:
     """The DVC md5 of ``path`` from the ``dvc.lock`` of the repository holding it, with the output
     it was found under (``path`` itself or a tracked folder above it); None when not recorded."""
-    import yaml
-
     path = Path(path).resolve()
     for root in path.parents:
         lock = root / "dvc.lock"
@@ -247,8 +248,6 @@ def dvc_md5(path: str | os.PathLike) -> tuple[str, str] | None:
 
 def content_md5(folder: str | os.PathLike) -> str:
     """An md5 over the relative paths and bytes of every file in ``folder`` (when DVC has none)."""
-    import hashlib
-
     digest = hashlib.md5()
     folder = Path(folder)
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -263,10 +262,6 @@ def log_features_input(features_dir: str | os.PathLike, dataset: str, contexts: 
     """Log the features folder's splits as the run's dataset inputs (``<dataset>/<folder>:<split>``,
     context: what the split was used for), each with the folder's DVC md5 as digest (or, outside a
     DVC repository, an md5 of its content); returns the digest."""
-    import mlflow
-    from mlflow.data.dataset_source_registry import get_registered_sources
-    from mlflow.data.meta_dataset import MetaDataset
-
     features_dir = Path(features_dir)
     found = dvc_md5(features_dir)
     digest, origin = (found[0], f"dvc.lock:{found[1]}") if found else (content_md5(features_dir), "content")
@@ -284,10 +279,6 @@ def log_features_input(features_dir: str | os.PathLike, dataset: str, contexts: 
 def setup(uri: str, experiment: str):
     """Point mlflow at ``uri`` (checked first) and select/create ``experiment``, tagged as a model
     training experiment (the MLflow UI then opens on its runs)."""
-    import logging
-
-    import mlflow
-
     # its start/stop/"skip GPU" INFO lines would print around every run
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     bound_http_retries()
@@ -306,8 +297,6 @@ def _runs_with_key(client, experiment_id: str, key: str) -> list[Any]:
 
 def _continuable(client, uri: str, key: str, resume_dir: Path | None) -> str | None:
     """The run id in ``resume_dir/mlflow_run.json`` when it names a live run of this store with ``key``."""
-    from mlflow.exceptions import MlflowException
-
     saved = read_run_file(resume_dir) if resume_dir is not None else None
     if not saved or saved.get("tracking_uri") != uri:
         return None
@@ -402,8 +391,6 @@ class EpochLogger:
         self.prefix = prefix
 
     def __call__(self, epoch: int, record: Mapping[str, Any]) -> None:
-        import mlflow
-
         values = scalar_metrics({k: v for k, v in record.items() if k != "epoch"}, self.prefix)
         if values:
             mlflow.log_metrics(values, step=epoch)

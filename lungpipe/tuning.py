@@ -20,12 +20,14 @@ processes on one machine (Optuna's FAQ advises against parallel workers on one S
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import warnings
@@ -34,7 +36,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import optuna
+from mlflow import MlflowClient
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages.journal import JournalFileBackend
+from rich.console import Console
+from rich.markup import escape
+
+from lungpipe.evaluation.metrics import resolve_metric
+from lungpipe.features.store import LAYOUT_FILES
+from lungpipe.tracking import params_hash, run_key, start_run, warn_if_shared_sqlite
 from lungpipe.training.arch_settings import ArchSettings, with_overrides
+from lungpipe.training.job import TrainJob, run_training
+from lungpipe.util.atomic import atomic_path
 from lungpipe.util.errors import LungpipeError
 from lungpipe.util.typed_config import ConfigError, from_dict, require, require_choice
 
@@ -125,10 +141,6 @@ def make_storage(url: str | None, default_path: Path | None = None, heartbeat_in
     ``2 * heartbeat_interval`` seconds is failed and re-queued once (same params) by
     ``RetryHeartbeatStaleTrialCallback`` (formerly ``RetryFailedTrialCallback``). The journal file has
     no heartbeat; its trials left RUNNING by a dead process are found by :func:`fail_orphaned_trials`."""
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
-
     if url is None:
         if default_path is None:
             raise ConfigError("tuning.storage is null and no default journal path was given")
@@ -156,15 +168,13 @@ def sqlalchemy_url(url: str) -> str:
 def _check_rdb_driver(url: str) -> None:
     if url.startswith("postgresql"):
         try:
-            import psycopg2  # noqa: F401
+            import psycopg2  # noqa: F401 - probe: is the driver installed?
         except ImportError as exc:
             raise ConfigError(f"tuning.storage {url.split('@')[-1]!r} is PostgreSQL, but psycopg2 is not installed: "
                               "pip install psycopg2-binary -c constraints.txt") from exc
 
 
 def make_pruner(name: str):
-    import optuna
-
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
@@ -186,8 +196,6 @@ def create_or_load_study(storage, study_name: str, cfg: TuningConfig, *, worker_
                          user_attrs: Mapping[str, Any] | None = None):
     """Create the study or continue it (``load_if_exists``), with a TPE sampler seeded for this
     process and this point of the study (:func:`sampler_seed`)."""
-    import optuna
-
     study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
                                 pruner=make_pruner(cfg.pruner), load_if_exists=True)
     seed = sampler_seed(cfg.sampler_seed, worker_seed, len(study.get_trials(deepcopy=False)))
@@ -230,10 +238,6 @@ def fail_orphaned_trials(study, max_retry: int = 1) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker process on this machine is gone, and re-queue each
     once with the same params (Optuna's retry callback). RDB storages do this themselves through
     the heartbeat; this covers the journal file. Returns the numbers of the trials failed."""
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
     if is_heartbeat_enabled(study._storage):
         return []
     failed = []
@@ -262,8 +266,6 @@ def features_fingerprint(features_dir: str | os.PathLike) -> str:
     """A digest of a features folder that changes with its data: the bytes of ``stats.json`` and the
     split index CSVs (which hold normalisation constants, configs and every row's recording and
     label) plus the size of every ``.npy`` array. Cheap on multi-GB folders (arrays are not read)."""
-    from lungpipe.features.store import LAYOUT_FILES
-
     root = Path(features_dir)
     h = hashlib.sha256()
     for name in sorted(LAYOUT_FILES):
@@ -290,8 +292,6 @@ def _question_settings(s: ArchSettings) -> dict[str, Any]:
 
 def redact_url(url: str) -> str:
     """``url`` without a password (``postgresql://user:***@host/db``), for files and logs."""
-    import re
-
     return re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", url)
 
 
@@ -322,8 +322,6 @@ def study_name_for(prefix: str, job: TuneJob, cfg: TuningConfig) -> tuple[str, d
 
 
 def _resolved_metric(cfg: TuningConfig, job: TuneJob) -> str:
-    from lungpipe.evaluation.metrics import resolve_metric
-
     return resolve_metric(cfg.metric, job.metric_task, "tuning.metric")
 
 
@@ -378,17 +376,11 @@ class Objective:
         try:
             return self._train(trial)
         except Exception as exc:
-            import optuna
-
             if not isinstance(exc, optuna.TrialPruned):
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
             raise
 
     def _train(self, trial) -> float:
-        import optuna
-
-        from lungpipe.training.job import TrainJob, run_training
-
         values = suggest(trial, self.job.space)
         settings = with_values(self.job.settings, values)
         settings.train = dataclasses.replace(settings.train, epochs=self.cfg.epochs,
@@ -417,16 +409,12 @@ class Objective:
             )
             result = run_training(job)
         if result.run_id and self.job.tracking_uri:
-            from mlflow import MlflowClient
-
             MlflowClient(self.job.tracking_uri).set_tag(result.run_id, "optuna_state", "COMPLETE")
         return float(result.fit.best_value)
 
 
 def _tag_state(state: str) -> None:
     try:
-        import mlflow
-
         if mlflow.active_run() is not None:
             mlflow.set_tag("optuna_state", state)
     except Exception:  # noqa: BLE001 - logging must never break a trial
@@ -455,8 +443,6 @@ def run_worker(storage, study_name: str, n_trials: int, *, worker_seed: int = 0,
     when given, replaces the URI the study was created with, e.g. a team server seen from here).
 
     Failed trials (an exception, a NaN loss) are recorded as FAIL and the study goes on."""
-    import optuna
-
     try:
         probe = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError as exc:
@@ -470,8 +456,6 @@ def run_worker(storage, study_name: str, n_trials: int, *, worker_seed: int = 0,
     if tracking_uri:
         job = dataclasses.replace(job, tracking_uri=tracking_uri)
     if job.tracking_uri:
-        from lungpipe.tracking import warn_if_shared_sqlite
-
         warn_if_shared_sqlite(job.tracking_uri)
     study = create_or_load_study(storage, study_name, cfg, worker_seed=worker_seed)
     fail_orphaned_trials(study)
@@ -490,8 +474,6 @@ class _ProgressCallback:
         self.done += 1
         if not self.enabled:
             return
-        from rich.console import Console
-        from rich.markup import escape
 
         try:
             best = f"{study.best_value:.4f} (trial {study.best_trial.number})"
@@ -513,15 +495,11 @@ class _StopWhenComplete:
         self.target = target
 
     def __call__(self, study, trial) -> None:
-        import optuna
-
         if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= self.target:
             study.stop()
 
 
 def summarize(study) -> StudyResult:
-    import optuna
-
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -538,15 +516,12 @@ def summarize(study) -> StudyResult:
 
 def save_study_plots(study, out_dir: Path) -> list[Path]:
     """Optuna's optimization-history and parameter-importance plots as PNGs (matplotlib)."""
-    import warnings
-
+    # lazy: pyplot may load only after the headless Agg backend is chosen, and only when plotting
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
-
-    from lungpipe.util.atomic import atomic_path
 
     out = []
     plots = {"optimization_history.png": ovm.plot_optimization_history}
@@ -579,10 +554,6 @@ def run_study(job: TuneJob, cfg: TuningConfig, storage, study_name: str, *, prog
     failed trials do not count; at most ``2 * n_trials`` attempts per call). Trials left RUNNING by
     a killed process are failed and re-queued first. Raises :class:`TuningFailedError`, naming the
     first error, when every trial this call ran failed or the study has no complete trial."""
-    import contextlib
-
-    import optuna
-
     Objective(job, cfg)  # a bad space or metric fails before anything is created
     study = create_or_load_study(storage, study_name, cfg)
     fail_orphaned_trials(study)
@@ -618,8 +589,6 @@ def run_study(job: TuneJob, cfg: TuningConfig, storage, study_name: str, *, prog
         if plots_dir is not None:
             result.plots = save_study_plots(study, plots_dir)
         if parent is not None:
-            import mlflow
-
             mlflow.log_params({f"best.{k}": v for k, v in result.best_params.items()})
             if result.best_value is not None:
                 mlflow.log_metric("best_value", result.best_value)
@@ -645,10 +614,7 @@ def tuned_record(result: StudyResult, identity: Mapping[str, str], storage_url: 
 
 def _parent_run(job: TuneJob, study_name: str):
     if not job.tracking_uri:
-        import contextlib
-
         return contextlib.nullcontext()
-    from lungpipe.tracking import params_hash, run_key, start_run
 
     # one parent per study: a resumed study's new parent replaces the old one and adopts its trials
     return start_run(job.tracking_uri, job.experiment, f"study-{study_name}",

@@ -78,10 +78,10 @@ def test_namespaced_search_keys_reach_train_augment_and_model(tmp_path):
 
 
 def test_failed_and_pruned_trials_are_recorded_and_only_complete_ones_count(tmp_path, monkeypatch):
-    import lungpipe.training.job as jobmod
+    import lungpipe.tuning as tuning_module  # the objective calls run_training by this module's name
 
     calls = {"n": 0}
-    real = jobmod.run_training
+    real = tuning_module.run_training
 
     def flaky(job):
         calls["n"] += 1
@@ -94,7 +94,7 @@ def test_failed_and_pruned_trials_are_recorded_and_only_complete_ones_count(tmp_
         job.callbacks = [lambda e, r, cbs=original: [cb(e, {**r, "val_score": seen}) for cb in cbs]]
         return real(job)
 
-    monkeypatch.setattr(jobmod, "run_training", flaky)
+    monkeypatch.setattr(tuning_module, "run_training", flaky)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = TuningConfig(n_trials=3, epochs=2, pruner="median")
     storage = make_storage(None, default_path=tmp_path / "study.log")
@@ -130,14 +130,14 @@ def test_failed_and_pruned_trials_are_recorded_and_only_complete_ones_count(tmp_
 
 
 def test_a_study_whose_trials_all_fail_fails_naming_the_first_error(tmp_path, monkeypatch):
-    import lungpipe.training.job as jobmod
+    import lungpipe.tuning as tuning_module  # the objective calls run_training by this module's name
 
     errors = iter(["features are constant", "second error", "third", "fourth"])
 
     def broken(job):
         raise ValueError(next(errors))
 
-    monkeypatch.setattr(jobmod, "run_training", broken)
+    monkeypatch.setattr(tuning_module, "run_training", broken)
     storage = make_storage(None, default_path=tmp_path / "study.log")
     with pytest.raises(TuningFailedError) as info:
         run_study(_job(tmp_path), TuningConfig(n_trials=2, epochs=1), storage, "bad", progress=False)

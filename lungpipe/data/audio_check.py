@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 #: Float audio may overshoot full scale a little (encoders, resamplers); beyond this it is scaled
 #: wrongly (a file written ×1000 peaks near 1000).
@@ -43,7 +44,6 @@ def scan_float_audio(path: str | Path, subtype: str) -> str | None:
     without decoding for integer encodings."""
     if subtype not in FLOAT_SUBTYPES:
         return None
-    import soundfile as sf
 
     offset = 0
     for block in sf.blocks(str(path), blocksize=_BLOCK_FRAMES, dtype="float64", always_2d=True):

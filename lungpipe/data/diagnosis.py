@@ -33,6 +33,7 @@ from lungpipe.data.kauh import (
     find_kauh_files,
     parse_kauh_filename,
 )
+from lungpipe.data.names import try_parse_name
 from lungpipe.data.sources import (
     ICBHI_BASE_URL,
     BuiltDataset,
@@ -43,6 +44,7 @@ from lungpipe.data.sources import (
     relative_to,
     remote_file,
 )
+from lungpipe.data.synth_datasets import write_synthetic_diagnosis
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import ConfigError
 
@@ -185,8 +187,6 @@ def read_patient_diagnoses(path: str | Path) -> dict[str, str]:
 
 def find_icbhi_recordings(root: str | Path) -> list[tuple[Path, Any]]:
     """``(wav, parsed name)`` for every ICBHI-named ``*.wav`` under ``root``, sorted by path."""
-    from lungpipe.data.names import try_parse_name
-
     found = []
     for wav in sorted(Path(root).rglob("*.wav")):
         parsed = try_parse_name(wav.stem) if wav.is_file() else None
@@ -438,8 +438,6 @@ class DiagnosisSynthSource(DiagnosisSource):
         return []
 
     def synthesize(self, raw_dir: str | Path, cfg: DiagnosisSynthConfig) -> Path:
-        from lungpipe.data.synth_datasets import write_synthetic_diagnosis
-
         return write_synthetic_diagnosis(
             raw_dir, icbhi_patients=cfg.icbhi_patients or None, kauh_patients=cfg.kauh_patients or None,
             recordings_per_patient=cfg.recordings_per_patient, sample_rate=cfg.sample_rate,

@@ -27,6 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
 from lungpipe.util.errors import ChecksumError, DownloadError
 
 if TYPE_CHECKING:
@@ -369,16 +379,6 @@ class _TransferBar:
 
     def __enter__(self) -> Self:
         if self._enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),

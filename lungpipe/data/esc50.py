@@ -258,6 +258,7 @@ class Esc50SynthSource(Esc50Source):
         return []
 
     def synthesize(self, raw_dir: str | Path, cfg: Esc50SynthConfig) -> Path:
+        # circular: synth_datasets imports this module's layout constants
         from lungpipe.data.synth_datasets import write_synthetic_esc50
 
         return write_synthetic_esc50(raw_dir, n_per_class=cfg.n_per_class, n_classes=cfg.n_classes,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import soundfile as sf
 
 from lungpipe.data.annotations import Cycle, read_annotations
 from lungpipe.data.audio_check import scan_float_audio
@@ -74,8 +75,6 @@ class WavInfo:
 
 def read_wav_info(path: Path, item: str) -> tuple[WavInfo | None, list[Problem]]:
     """Header of one wav (sample rate, frames, subtype) without decoding the audio."""
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError

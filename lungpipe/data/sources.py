@@ -33,8 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
+import soundfile as sf
 
+from lungpipe.data.download import RemoteFile
 from lungpipe.data.icbhi import build_manifest as build_icbhi_manifest
+from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
 from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import ConfigError, from_dict
@@ -201,8 +204,6 @@ def recording_row(
 
 def probe_audio(path: Path) -> tuple[int, float]:
     """Sample rate and duration (s) from the file header; a DataError names an unreadable file."""
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError for broken files
@@ -238,8 +239,6 @@ def relative_to(path: Path, root: Path) -> str:
 def remote_file(url: str, sha256: str, filename: str) -> RemoteFile:
     """A :class:`lungpipe.data.download.RemoteFile`; an empty checksum is passed as ``None``
     (unknown: the download module then cannot verify it)."""
-    from lungpipe.data.download import RemoteFile
-
     return RemoteFile(url=url, sha256=sha256 or None, filename=filename)
 
 
@@ -321,8 +320,6 @@ class IcbhiSynthSource(IcbhiSource):
     config_type = IcbhiSynthSourceConfig
 
     def config(self, mapping: Mapping[str, Any] | None = None, *, where: str | None = None) -> IcbhiSynthSourceConfig:
-        from lungpipe.data.synth import SynthConfig
-
         where = where or f"dataset[{self.name}]"
         options = dict(mapping or {})
         manifest_keys = {f.name for f in fields(IcbhiSourceConfig)}
@@ -335,8 +332,6 @@ class IcbhiSynthSource(IcbhiSource):
         return []
 
     def synthesize(self, raw_dir: str | Path, cfg: IcbhiSynthSourceConfig) -> Path:
-        from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
-
         write_synthetic_icbhi(Path(raw_dir), cfg.synth if cfg.synth is not None else SynthConfig(), workers=2)
         return Path(raw_dir)
 

@@ -8,6 +8,7 @@ location, acquisition mode), never dropped silently; a match that is not unique 
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from lungpipe.data.names import try_parse_name
 from lungpipe.data.problems import Problem
 from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError
 
 SPLIT_FILE_NAME = "ICBHI_challenge_train_test.txt"
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -178,8 +180,6 @@ class SplitScheme:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        from lungpipe.util.typed_config import ConfigError
-
         if self.scheme not in SPLIT_SCHEMES:
             raise ConfigError(f"split.scheme: {self.scheme!r} is not one of {list(SPLIT_SCHEMES)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -189,8 +189,6 @@ class SplitScheme:
 def random_recording_split(names, seed: int, train_fraction: float = RELEASE_TRAIN_FRACTION) -> dict[str, str]:
     """``{name: "train" | "test"}``: sorted names, ``random.Random(seed).shuffle``, the first
     ``int(train_fraction · n)`` to train (the release's procedure, reproduced exactly)."""
-    import random
-
     order = sorted(set(names))
     random.Random(seed).shuffle(order)
     n_train = int(train_fraction * len(order))
@@ -201,8 +199,6 @@ def apply_split_scheme(manifest, scheme: SplitScheme, where: str = "manifest"):
     """The manifest with ``split`` set by ``scheme`` and a ``split_scheme`` column naming it
     (read downstream to label metrics, runs and the report). ``random_recording`` needs a cycle
     manifest with a ``split_name`` (or ``recording``) column."""
-    from lungpipe.util.errors import DataError
-
     out = manifest.copy()
     if scheme.scheme == "random_recording":
         column = "split_name" if "split_name" in out.columns else "recording"

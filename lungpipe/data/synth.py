@@ -43,6 +43,7 @@ from lungpipe.data.synth_audio import SynthAudioConfig, render_recording
 from lungpipe.labels import ICBHI_CLASS_NAMES
 from lungpipe.util.atomic import write_bytes, write_text
 from lungpipe.util.errors import DataError
+from lungpipe.util.progress import make_progress
 
 DIAGNOSIS_FILE_NAME = "patient_diagnosis.csv"
 DIFFERENCES_FILE_NAME = "filename_differences.txt"
@@ -176,8 +177,6 @@ def _render_chunk(args: tuple[list[RecordingPlan], Path, int, SynthAudioConfig])
 def _render_all(plans: list[RecordingPlan], out_dir: Path, seed: int, audio: SynthAudioConfig,
                 workers: int, description: str) -> float:
     """Render every plan (in ``workers`` processes when > 1); returns the total duration (s)."""
-    from lungpipe.util.progress import make_progress
-
     total = 0.0
     with make_progress() as progress:
         task = progress.add_task(description, total=len(plans))

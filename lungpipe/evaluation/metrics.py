@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from lungpipe.labels import ICBHI_CLASS_NAMES
+from lungpipe.util.typed_config import ConfigError
 
 TASKS: tuple[str, ...] = ("icbhi", "multiclass")
 
@@ -151,8 +152,6 @@ def resolve_metric(name: str, task: str, where: str = "selection_metric") -> str
     """The metric ``name`` means for ``task``: ``"auto"`` → the task's headline metric (ICBHI Score;
     macro-F1 for multiclass tasks). An ICBHI-only metric on a multiclass task is a ConfigError
     naming ``where``, raised before any training."""
-    from lungpipe.util.typed_config import ConfigError
-
     if task not in AUTO_METRIC:
         raise ConfigError(f"{where}: unknown metric task {task!r}; expected one of {sorted(AUTO_METRIC)}")
     if name == "auto":

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lungpipe.util.atomic import atomic_path
 
@@ -22,8 +24,6 @@ _MAX_ANNOTATED_CLASSES = 20
 
 
 def _new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
@@ -84,8 +84,6 @@ def plot_curves(history: Mapping[str, Sequence[float | None]], path: str | os.Pa
     ``history`` maps a series name to one value per epoch (epochs count from 1); ``None`` or NaN
     leaves a gap (e.g. an epoch without validation). Series may differ in length.
     """
-    from matplotlib.ticker import MaxNLocator
-
     if not history:
         raise ValueError("history is empty: nothing to plot")
     losses = {k: v for k, v in history.items() if "loss" in k.lower()}

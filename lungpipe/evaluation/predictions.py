@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lungpipe.util.atomic import atomic_path
 from lungpipe.util.errors import DataError
@@ -93,8 +94,6 @@ def write_predictions(path: str | os.PathLike, recordings: Sequence, cycles: Seq
     those are written as empty cells. ``probs`` is an (N, K) array-like (numpy or a CPU tensor).
     Raises ``ValueError`` on inconsistent lengths or probabilities that are not a distribution.
     """
-    import pandas as pd
-
     prob = np.asarray(probs, dtype=np.float64)
     if prob.ndim != 2 or prob.shape[1] < 2:
         raise ValueError(f"probs must have shape (N, K) with K >= 2, got {prob.shape}")
@@ -166,8 +165,6 @@ def read_predictions(path: str | os.PathLike, num_classes: int | None = None) ->
     probability row is not a distribution, or a ``(recording, cycle)`` pair repeats.
     ``num_classes``, when given, must match the number of ``prob_`` columns.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found (run training or `lungpipe predict` first)")

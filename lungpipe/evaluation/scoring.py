@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lungpipe.evaluation.metrics import AUTO_METRIC, compute_metrics, scalar_metric_keys
+from lungpipe.evaluation.plots import plot_confusion
+from lungpipe.evaluation.predictions import read_predictions
 from lungpipe.util import atomic
 from lungpipe.util.errors import DataError
 from lungpipe.util.typed_config import require
@@ -73,8 +76,6 @@ def headline_keys(task: str) -> list[str]:
 
 def headline_metric(task: str) -> str:
     """The metric that ranks architectures (ICBHI Score; macro-F1 for multiclass tasks)."""
-    from lungpipe.evaluation.metrics import AUTO_METRIC
-
     return AUTO_METRIC[task]
 
 
@@ -145,8 +146,6 @@ def score_test_predictions(labels, preds, patients, *, task: str, class_names: S
     """Test metrics of (pooled) predictions with patient (and run) bootstrap intervals: the one
     function behind every reported test number (the training job's MLflow metrics and the
     evaluate stage's metric files)."""
-    from lungpipe.evaluation.metrics import compute_metrics
-
     return compute_metrics(labels, preds, task=task, num_classes=len(class_names), class_names=list(class_names),
                            patients=patients, n_resamples=n_boot, seed=seed, runs=runs)
 
@@ -179,10 +178,6 @@ def evaluate_architecture(arch: str, models_dir: Path, metrics_path: Path, plots
     """Score the runs of ``arch`` (``folds`` × ``seeds`` when given, else every run found), write
     the DVC metric file, the details file (default ``<metrics dir>/details/<arch>.json``) and the
     plots. Returns the details."""
-    from lungpipe.evaluation.metrics import scalar_metric_keys
-    from lungpipe.evaluation.plots import plot_confusion
-    from lungpipe.evaluation.predictions import read_predictions
-
     runs = find_runs(models_dir, folds, seeds)
     k = len(class_names)
     per_run: dict[str, dict[str, Any]] = {}

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import soundfile as sf
 
 from lungpipe.data.audio_check import FLOAT_AUDIO_LIMIT, FLOAT_SUBTYPES, first_bad_sample
 from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
 _RESAMPLERS: dict[tuple[int, int], _BlockSparseResampler] = {}
 
@@ -31,8 +32,6 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     Raises :class:`DataError` naming the file when it cannot be decoded, holds no samples, holds
     a non-finite sample or (float encodings) a sample beyond ±1.01 (offset and value named).
     """
-    import soundfile as sf
-
     path = Path(path)
     try:
         with sf.SoundFile(str(path)) as f:
@@ -86,8 +85,8 @@ class _BlockSparseResampler:
         self.worthwhile = used < 0.5 * kernel.numel()
 
     def __call__(self, wave: torch.Tensor) -> torch.Tensor:
-        import torch
-        import torch.nn.functional as F
+        import torch  # lazy: torch loads after pin_portable_numerics()
+        import torch.nn.functional as F  # lazy: torch loads after pin_portable_numerics()
 
         if not self.worthwhile or wave.ndim != 1:
             return self.transform(wave)
@@ -106,7 +105,7 @@ _PHASES_PER_GROUP = 16
 def _resampler(orig_sr: int, new_sr: int) -> _BlockSparseResampler:
     key = (orig_sr, new_sr)
     if key not in _RESAMPLERS:
-        import torchaudio
+        import torchaudio  # lazy: torch loads after pin_portable_numerics()
 
         _RESAMPLERS[key] = _BlockSparseResampler(torchaudio.transforms.Resample(orig_sr, new_sr))
     return _RESAMPLERS[key]  # type: ignore[return-value]
@@ -120,7 +119,7 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """
     if orig_sr == new_sr:
         return wave
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     with torch.no_grad():
         return _resampler(int(orig_sr), int(new_sr))(wave.to(torch.float32).contiguous())
@@ -130,7 +129,7 @@ def linear_fade(wave: torch.Tensor, fade_in: int, fade_out: int) -> torch.Tensor
     """Multiply the first ``fade_in`` samples by a 0→1 ramp and the last ``fade_out`` by 1→0
     (along the last axis, in place, returns ``wave``). Ramps longer than the signal are cut to
     its length."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     n = wave.shape[-1]
     if fade_in > 0:
@@ -147,7 +146,7 @@ def prepare_recording(wave: np.ndarray | torch.Tensor, sample_rate: int, target_
     """A 1-D float32 tensor at ``target_rate`` with the recording-level fade applied (a new
     tensor; the input is not changed). ``wave`` holds float samples in [-1, 1], 1-D or 2-D
     (channels are the shorter axis and are averaged)."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     if not (torch.is_floating_point(wave) if isinstance(wave, torch.Tensor) else np.issubdtype(wave.dtype, np.floating)):
         raise ValueError("expected float samples in [-1, 1] (read audio with soundfile, dtype='float32')")

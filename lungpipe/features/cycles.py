@@ -14,11 +14,12 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from lungpipe.features.audio import linear_fade
 from lungpipe.features.config import CycleConfig
 from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
 
 def sample_index(seconds: float, sample_rate: int) -> int:
@@ -63,7 +64,7 @@ def fix_length(cycle: torch.Tensor, n_samples: int, pad: str) -> tuple[torch.Ten
 
     Returns a new tensor and whether padding happened.
     """
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     out = torch.empty(n_samples, dtype=cycle.dtype)
     padded = _fill(out, cycle, pad)
@@ -82,9 +83,7 @@ def cut_cycles(
     ``where[i]`` names span i in error messages (file and manifest line). A span that ends more
     than ``cfg.end_tolerance_s`` past the recording, or is empty, raises :class:`DataError`.
     """
-    import torch
-
-    from lungpipe.features.audio import linear_fade
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     sr = cfg.sample_rate
     total = recording.shape[-1]

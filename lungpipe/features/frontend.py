@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lungpipe.features.config import FrontendConfig
+from lungpipe.features.htsat_frontend import htsat_logmel_batch
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
 _MEL_BLOCKS = 4  # frequency blocks of the sparse mel matrix (measured fastest on 2 cores)
 _BATCH_CHUNK = 1  # cycles per FFT batch: one cycle's buffers stay in cache (measured fastest)
@@ -80,9 +81,9 @@ def _kaldi_plan(fe: FrontendConfig, sample_rate: int) -> _KaldiPlan:
     key = (fe, sample_rate)
     plan = _CACHE.get(key)
     if plan is None:
-        import torch
-        import torch.nn.functional as F
-        from torchaudio.compliance import kaldi
+        import torch  # lazy: torch loads after pin_portable_numerics()
+        import torch.nn.functional as F  # lazy: torch loads after pin_portable_numerics()
+        from torchaudio.compliance import kaldi  # lazy: torch loads after pin_portable_numerics()
 
         win, hop = _window_samples(fe, sample_rate)
         n_fft = _fft_size(fe, win)
@@ -110,7 +111,7 @@ class _KaldiWorkspace:
     for every cycle costs more than the arithmetic (page faults on new memory)."""
 
     def __init__(self, batch: int, n_samples: int, n_mels: int, plan: _KaldiPlan) -> None:
-        import torch
+        import torch  # lazy: torch loads after pin_portable_numerics()
 
         frames = 1 + (n_samples - plan.win) // plan.hop
         n_bins = plan.n_fft // 2 + 1
@@ -142,7 +143,7 @@ def _workspace(batch: int, n_samples: int, fe: FrontendConfig, plan: _KaldiPlan)
 
 def _kaldi_chunk(x: torch.Tensor, fe: FrontendConfig, plan: _KaldiPlan, out: torch.Tensor) -> None:
     """Filterbank of the (b, samples) chunk ``x`` written into ``out`` (b, frames, mels)."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     batch, n_samples = x.shape
     ws = _workspace(batch, n_samples, fe, plan)
@@ -167,7 +168,7 @@ def _kaldi_chunk(x: torch.Tensor, fe: FrontendConfig, plan: _KaldiPlan, out: tor
 
 def kaldi_fbank_batch(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> torch.Tensor:
     """Kaldi-compatible log mel filterbank of a (B, samples) float32 batch → (B, frames, mels)."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     plan = _kaldi_plan(fe, sample_rate)
     x = x.to(torch.float32).contiguous()
@@ -183,7 +184,7 @@ def _mel_spectrogram(fe: FrontendConfig, sample_rate: int):
     key = (fe, sample_rate)
     transform = _CACHE.get(key)
     if transform is None:
-        import torchaudio
+        import torchaudio  # lazy: torch loads after pin_portable_numerics()
 
         win, hop = _window_samples(fe, sample_rate)
         high = fe.high_freq if fe.high_freq > 0 else None
@@ -198,7 +199,7 @@ def _mel_spectrogram(fe: FrontendConfig, sample_rate: int):
 
 def logmel_batch(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> torch.Tensor:
     """Log-mel (dB) of a (B, samples) batch → (B, frames, mels)."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     power = _mel_spectrogram(fe, sample_rate)(x.to(torch.float32))  # (B, mels, frames)
     return power.clamp_min_(_LOGMEL_FLOOR).log10_().mul_(10.0).transpose(1, 2).contiguous()
@@ -206,7 +207,7 @@ def logmel_batch(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> torch
 
 def resize_time(spec: torch.Tensor, target_frames: int) -> torch.Tensor:
     """Linearly resample the time axis of (B, frames, mels) to ``target_frames``."""
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # lazy: torch loads after pin_portable_numerics()
 
     if spec.shape[1] == target_frames:
         return spec
@@ -216,7 +217,7 @@ def resize_time(spec: torch.Tensor, target_frames: int) -> torch.Tensor:
 
 def compute_frontend(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> torch.Tensor:
     """The configured frontend over a (B, samples) batch → (B, frames, mels) float32."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     if x.ndim != 2:
         raise ValueError(f"expected a (batch, samples) tensor, got shape {tuple(x.shape)}")
@@ -224,8 +225,6 @@ def compute_frontend(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> t
         if fe.kind == "kaldi_fbank":
             spec = kaldi_fbank_batch(x, fe, sample_rate)
         elif fe.kind == "htsat_logmel":
-            from lungpipe.features.htsat_frontend import htsat_logmel_batch
-
             spec = htsat_logmel_batch(x, fe, sample_rate)
         else:
             spec = logmel_batch(x, fe, sample_rate)

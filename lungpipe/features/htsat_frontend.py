@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lungpipe.features.config import FrontendConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
 KIND = "htsat_logmel"
 #: HTS-AT's defaults (at ``sample_rate`` 32000 in the cycle settings).
@@ -38,7 +38,7 @@ def _transform(fe: FrontendConfig, sample_rate: int):
     with _LOCK:
         transform = _CACHE.get(key)
         if transform is None:
-            import torchaudio
+            import torchaudio  # lazy: torch loads after pin_portable_numerics()
 
             win = int(sample_rate * fe.frame_length_ms * 0.001)
             hop = int(sample_rate * fe.frame_shift_ms * 0.001)
@@ -64,7 +64,7 @@ def _transform(fe: FrontendConfig, sample_rate: int):
 
 def htsat_logmel_batch(x: torch.Tensor, fe: FrontendConfig, sample_rate: int) -> torch.Tensor:
     """HTS-AT log-mel (dB) of a ``(B, samples)`` batch → ``(B, 1 + samples // hop, n_mels)``."""
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
     power = _transform(fe, sample_rate)(x.to(torch.float32))  # (B, mels, frames)
     return power.clamp_min_(_AMIN).log10_().mul_(10.0).transpose(1, 2).contiguous()

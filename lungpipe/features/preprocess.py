@@ -36,6 +36,7 @@ from lungpipe.features.store import LAYOUT_FILES, SPLITS, STATS_FILE, RowWriter,
 from lungpipe.util import atomic
 from lungpipe.util.atomic import write_csv, write_json
 from lungpipe.util.errors import DataError
+from lungpipe.util.progress import make_progress
 
 REQUIRED_COLUMNS = ("path", "split", "start_s", "end_s")
 _NORMALISE_ROWS = 32  # rows per in-place normalisation chunk (≈ 13 MB at 798 × 128)
@@ -166,7 +167,7 @@ def _init_worker(cfg: PreprocessConfig, arrays: dict[str, tuple[str, int]], row_
                  pass1_stats: dict[str, Any] | None, single_thread: bool) -> None:
     global _STATE
     if single_thread:
-        import torch
+        import torch  # lazy: torch loads after pin_portable_numerics()
 
         torch.set_num_threads(1)
     writers = {split: RowWriter(Path(path), offset, row_shape) for split, (path, offset) in arrays.items()}
@@ -231,8 +232,8 @@ def _executor(workers: int, initargs: tuple) -> Iterator[Callable[[Callable, Ite
     """Yields ``imap(fn, items)`` (unordered) running in ``workers`` processes, or in this
     process with one torch thread when ``workers <= 1`` (same numbers either way)."""
     # Imported once here, so forked workers share the loaded modules instead of importing them.
-    import torch
-    import torchaudio  # noqa: F401
+    import torch  # lazy: torch loads after pin_portable_numerics()
+    import torchaudio  # noqa: F401 - lazy: torch loads after pin_portable_numerics()
 
     if workers <= 1:
         threads = torch.get_num_threads()
@@ -279,8 +280,6 @@ def _remove_legacy_debris(out_dir: Path) -> None:
 
 
 def _progress(enabled: bool):
-    from lungpipe.util.progress import make_progress
-
     return make_progress(disable=None if enabled else True)
 
 

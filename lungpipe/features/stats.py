@@ -23,7 +23,7 @@ from lungpipe.features.config import AUDIOSET_MEAN, AUDIOSET_STD, NormConfig
 from lungpipe.util.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
+    import torch  # lazy: torch loads after pin_portable_numerics()
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ValueSums:
     @classmethod
     def of(cls, values: torch.Tensor | np.ndarray) -> ValueSums:
         """Two-pass statistics of every element of ``values`` (float64)."""
-        import torch
+        import torch  # lazy: torch loads after pin_portable_numerics()
 
         v = torch.as_tensor(values)
         if v.numel() == 0:
@@ -105,7 +105,7 @@ def normalise(x: np.ndarray | torch.Tensor, stats: Mapping[str, Any]) -> np.ndar
     ``norm_mode == "none"`` returns a float32 copy unchanged. Tensors go through the same
     numpy arithmetic, so both kinds give bit-identical values."""
     if not isinstance(x, np.ndarray):
-        import torch
+        import torch  # lazy: torch loads after pin_portable_numerics()
 
         return torch.from_numpy(normalise(torch.as_tensor(x).detach().cpu().numpy(), stats))
     x32 = np.array(x, dtype=np.float32, copy=True)

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from lungpipe.models import create_model
+from lungpipe.util.atomic import atomic_path
 from lungpipe.util.errors import LungpipeError
 
 MODEL_FILE = "model.pt"
@@ -60,10 +64,6 @@ def _plain(value: Any, what: str) -> Any:
 
 def write_model_file(path: str | os.PathLike, model: ModelFile) -> Path:
     """Write ``model`` to ``path`` atomically (tensors + one JSON string)."""
-    import torch
-
-    from lungpipe.util.atomic import atomic_path
-
     config = {
         "arch": str(model.arch),
         "model_config": _plain(model.model_config, "model_config"),
@@ -84,8 +84,6 @@ def _refused_global(exc: BaseException) -> str | None:
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Read a model file safely (``weights_only=True``); ModelLoadError names the file."""
-    import torch
-
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -136,8 +134,6 @@ def _from_saved(saved: Any, path: Path) -> ModelFile:
 
 def build_model(model: ModelFile, where: str | os.PathLike = "model file"):
     """The torch module of ``model`` with its weights, in eval mode on the CPU."""
-    from lungpipe.models import create_model
-
     net = create_model(model.arch, model.model_config)
     try:
         net.load_state_dict(model.state_dict)

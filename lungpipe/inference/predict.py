@@ -25,9 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from lungpipe.data.annotations import load_annotations
+from lungpipe.data.names import try_parse_name
+from lungpipe.evaluation.predictions import write_predictions
+from lungpipe.features import config_from_stats, normalise
+from lungpipe.features.audio import read_audio
+from lungpipe.features.extract import features_for_recording
 from lungpipe.inference.model_file import MODEL_FILE, ModelFile, ModelLoadError, build_model, read_model_file
+from lungpipe.tracking import check_tracking_server, resolve_tracking_uri
+from lungpipe.training.data import SpectrogramDataset
+from lungpipe.training.engine import predict_proba
 from lungpipe.util.errors import DataError
+from lungpipe.util.typed_config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +91,6 @@ class RecordingPrediction:
 # ------------------------------------------------------------------------------- loading models
 def preprocess_config_from_stats(stats: Mapping[str, Any] | None, where: str):
     """The :class:`~lungpipe.features.PreprocessConfig` recorded in a features folder's stats."""
-    from lungpipe.features import config_from_stats
-    from lungpipe.util.typed_config import ConfigError
-
     if not stats or not stats.get("cycle") or not stats.get("frontend"):
         raise ModelLoadError(
             f"{where}: the saved features stats hold no cycle/frontend settings, so the recording's "
@@ -114,11 +123,6 @@ def predictor_from_checkpoint(path: str | os.PathLike) -> Predictor:
 
 def predictor_from_run(run_id: str, tracking_uri: str) -> Predictor:
     """The ``model.pt`` artifact of an MLflow run (downloaded to a temporary folder)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from lungpipe.tracking import check_tracking_server
-
     check_tracking_server(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
@@ -141,7 +145,7 @@ def predictor_from_model_uri(uri: str, tracking_uri: str) -> Predictor:
     """A logged or registered MLflow model (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
     ``models:/<model id>``): its ``model.pt`` artifact is downloaded and read as a model file; the
     MLflow model itself (its Python code) is never loaded."""
-    from lungpipe.serving.pyfunc import download_model_file
+    from lungpipe.serving.pyfunc import download_model_file  # circular: serving.pyfunc imports this module
 
     with tempfile.TemporaryDirectory(prefix="lungpipe-predict-") as tmp:
         saved = read_model_file(download_model_file(uri, tracking_uri, Path(tmp)))
@@ -157,8 +161,6 @@ def load_predictor(model: str | os.PathLike, tracking_uri: str | None = None) ->
     text = str(model)
     path = Path(model)
     if text.startswith("models:/") or looks_like_run_id(text) and not path.exists():
-        from lungpipe.tracking import resolve_tracking_uri
-
         uri = tracking_uri or resolve_tracking_uri()
         return predictor_from_model_uri(text, uri) if text.startswith("models:/") else predictor_from_run(text, uri)
     return predictor_from_checkpoint(path)
@@ -167,8 +169,6 @@ def load_predictor(model: str | os.PathLike, tracking_uri: str | None = None) ->
 # ------------------------------------------------------------------------------------ segments
 def annotation_segments(path: str | os.PathLike) -> list[Segment]:
     """The cycles of an ICBHI annotation file, with their 4-class labels."""
-    from lungpipe.data.annotations import load_annotations
-
     return [Segment(c.start, c.end, c.label) for c in load_annotations(Path(path))]
 
 
@@ -188,8 +188,6 @@ def window_segments(duration_s: float, window_s: float, min_window_s: float = MI
 
 def patient_of(recording: str) -> str:
     """The patient number of an ICBHI recording name, else the recording name itself."""
-    from lungpipe.data.names import try_parse_name
-
     parsed = try_parse_name(recording)
     return str(parsed.patient) if parsed is not None else recording
 
@@ -198,9 +196,6 @@ def patient_of(recording: str) -> str:
 def segment_features(predictor: Predictor, wave: np.ndarray, sample_rate: int, segments: Sequence[Segment],
                      where: str) -> np.ndarray:
     """Normalised (n_segments, frames, mels) features, computed exactly as preprocessing does."""
-    from lungpipe.features import normalise
-    from lungpipe.features.extract import features_for_recording
-
     spans = [(s.start_s, s.end_s) for s in segments]
     labels = [f"{where}: segment {i} ({s.start_s:g}-{s.end_s:g} s)" for i, s in enumerate(segments)]
     x = features_for_recording(wave, sample_rate, spans, predictor.preprocess, labels).numpy()
@@ -217,9 +212,6 @@ def segment_features(predictor: Predictor, wave: np.ndarray, sample_rate: int, s
 def segment_probabilities(predictor: Predictor, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Softmax probabilities (N, K) of the model on features ``x`` (N, frames, mels), by the
     training engine's :func:`~lungpipe.training.engine.predict_proba` on the CPU."""
-    from lungpipe.training.data import SpectrogramDataset
-    from lungpipe.training.engine import predict_proba
-
     x = np.ascontiguousarray(x, dtype=np.float32)
     dataset = SpectrogramDataset(x, np.zeros(len(x), dtype=np.int64))
     return predict_proba(predictor.model, dataset, batch_size=batch_size, device="cpu", amp="off").astype(np.float64)
@@ -252,8 +244,6 @@ def predict_waveform(predictor: Predictor, wave: np.ndarray, sample_rate: int, s
 def predict_recording(predictor: Predictor, wav: str | os.PathLike, *, annotations: str | os.PathLike | None = None,
                       window_s: float = 4.0) -> RecordingPrediction:
     """Classify every segment of the recording ``wav``."""
-    from lungpipe.features.audio import read_audio
-
     wav = Path(wav)
     wave, sample_rate = read_audio(wav)
     if annotations is not None:
@@ -269,8 +259,6 @@ def predict_recording(predictor: Predictor, wav: str | os.PathLike, *, annotatio
 
 def write_recording_predictions(result: RecordingPrediction, path: str | os.PathLike) -> Path:
     """The predictions CSV (shared format; unknown labels are empty cells)."""
-    from lungpipe.evaluation.predictions import write_predictions
-
     n = len(result.segments)
     return write_predictions(path, [result.recording] * n, np.arange(n), [result.patient] * n,
                              [s.label for s in result.segments], result.probs)

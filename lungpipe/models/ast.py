@@ -55,7 +55,7 @@ from lungpipe.models.registry import register_model
 from lungpipe.util.typed_config import ConfigError
 
 if TYPE_CHECKING:
-    from transformers import ASTConfig
+    from transformers import ASTConfig  # lazy: heavy, and only AST models need it
 
 log = logging.getLogger("lungpipe.models.pretrained")
 
@@ -109,7 +109,7 @@ def patch_grid(
 
 def _hf_config(cfg: ASTModelConfig) -> ASTConfig:
     """transformers' ``ASTConfig`` for these settings (input size fixed to n_frames × n_mels)."""
-    from transformers import ASTConfig
+    from transformers import ASTConfig  # lazy: heavy, and only AST models need it
 
     if cfg.n_mels < cfg.patch_size or cfg.n_frames < cfg.patch_size:
         raise ConfigError(
@@ -151,7 +151,7 @@ class ASTBackbone(nn.Module):
 
     def __init__(self, cfg: ASTModelConfig) -> None:
         super().__init__()
-        from transformers import ASTModel
+        from transformers import ASTModel  # lazy: heavy, and only AST models need it
 
         self.input_shape = (cfg.n_frames, cfg.n_mels)
         self.ast = ASTModel(_hf_config(cfg))
@@ -302,7 +302,7 @@ def to_transformers_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 def _read_transformers_model(source: WeightSource) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
     """State dict and patch grid of a ``save_pretrained`` folder or hub id, via ``from_pretrained``."""
-    from transformers import ASTModel
+    from transformers import ASTModel  # lazy: heavy, and only AST models need it
 
     where = source.location
     if source.kind == "dir" and not (source.path / "config.json").is_file():

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lungpipe.models.registry import get_spec
+
 
 def _text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
@@ -25,8 +27,6 @@ def preset_summary(arch: str, model: Mapping[str, Any] | None = None) -> str:
     """``small preset: 1-1-1-1 bottleneck blocks, width 16 (lungpipe's CPU size)``: the preset named
     in ``model`` (default ``small``, as the registry resolves it) with the registry's one-line
     summary of it; keys set in ``model`` besides the preset are listed as overrides."""
-    from lungpipe.models.registry import get_spec
-
     model = dict(model or {})
     preset = str(model.pop("preset", "small"))
     summary = get_spec(arch).summaries.get(preset)

@@ -142,7 +142,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PretrainedNotFoundError(f"pretrained weights not found: {path.resolve()} is not a file")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: optional, only .safetensors files need it
 
         try:
             return dict(load_file(str(path), device="cpu"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck
 
 from lungpipe.models.base import LungModel, init_conv_bn
@@ -153,8 +154,6 @@ def load_resnet_pretrained(backbone: BottleneckResNet, spec: str) -> LoadReport:
     source = resolve_source(spec, aliases=IMAGENET_ALIASES)
     if source.kind == "remote":
         if source.location in IMAGENET_ALIASES.values():
-            from torchvision.models import ResNet50_Weights
-
             url = ResNet50_Weights[source.location].url
         else:
             url = source.location

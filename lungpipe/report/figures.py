@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lungpipe.evaluation.plots import plot_confusion, plot_curves, plot_score_bars
 from lungpipe.report.outputs import ArchOutputs
 from lungpipe.util import atomic
 
@@ -30,8 +31,6 @@ def metric_label(key: str) -> str:
 
 def score_bars(archs: list[ArchOutputs], path: Path) -> Path | None:
     """The pooled headline metric per architecture with its pooled bootstrap interval."""
-    from lungpipe.evaluation.plots import plot_score_bars
-
     rows = []
     for a in archs:
         value = a.metrics.get(a.headline)
@@ -46,8 +45,6 @@ def score_bars(archs: list[ArchOutputs], path: Path) -> Path | None:
 
 
 def confusion_figure(arch: ArchOutputs, path: Path) -> Path:
-    from lungpipe.evaluation.plots import plot_confusion
-
     d = arch.details
     return plot_confusion(np.asarray(d["confusion"]), d["class_names"], path,
                           title=f"{arch.display_name}\ntest, {d['n_runs']} run(s) pooled")
@@ -59,8 +56,6 @@ def _series(history: list[dict], key: str) -> list[float | None]:
 
 def curves_figure(arch: ArchOutputs, path: Path) -> Path | None:
     """``train_loss`` and ``val_<headline>`` per epoch of every run."""
-    from lungpipe.evaluation.plots import plot_curves
-
     series: dict[str, list[float | None]] = {}
     several = len(arch.runs) > 1
     for run in arch.runs:
@@ -97,8 +92,6 @@ def write_overlay_csv(archs: list[ArchOutputs], path: Path) -> Path:
 
 
 def overlay_figure(archs: list[ArchOutputs], path: Path) -> Path | None:
-    from lungpipe.evaluation.plots import plot_curves
-
     table = overlay_table(archs)
     if table.empty:
         return None

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from lungpipe.training.config import TrainConfig
+from lungpipe.util.typed_config import to_dict
+
 #: Training settings that describe where or how reproducibly a run ran, not what it learned.
 _NOT_HYPERPARAMETERS = frozenset({"seed", "device", "num_workers", "eval_batch_size", "amp"})
 
@@ -36,9 +39,6 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def differing_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """Training settings of a run's ``config.json`` that differ from the library defaults
     (:class:`~lungpipe.training.config.TrainConfig`), plus its tuned values (``tuned.<key>``)."""
-    from lungpipe.training.config import TrainConfig
-    from lungpipe.util.typed_config import to_dict
-
     defaults = _flatten(to_dict(TrainConfig()))
     used = _flatten(config.get("train") or {})
     out = {key: value for key, value in sorted(used.items())

@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lungpipe.tracking import read_run_file
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from lungpipe.tracking import check_tracking_server, read_run_file
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +72,6 @@ def register_champion(dataset: str, arch: str, run_dirs: Sequence[str | os.PathL
                       tracking_uri: str | None = None, alias: str = CHAMPION_ALIAS) -> Champion | None:
     """Register the best of ``run_dirs`` (by validation ``metric``) as ``lungpipe-<dataset>-<arch>``
     and point ``alias`` at it. None (and a log line) when no run folder has an MLflow run."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from lungpipe.tracking import check_tracking_server
-
     selected = select_champion(run_dirs, metric)
     if selected is None:
         log.info("%s: no run folder with val_metrics.json and %s; nothing registered", arch, "mlflow_run.json")

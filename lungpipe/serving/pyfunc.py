@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,16 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
+from lungpipe.features.audio import read_audio
 from lungpipe.inference.model_file import MODEL_FILE, ModelLoadError, read_model_file
+from lungpipe.inference.predict import predict_waveform, predictor_from_model_file, window_segments
+from lungpipe.tracking import check_tracking_server
+from lungpipe.util.errors import DataError
 
 DEFAULT_WINDOW_S = 4.0
 MODEL_CODE = Path(__file__).with_name("model_code.py")
@@ -47,9 +56,6 @@ def _missing(value: Any) -> bool:
 
 def _recording(row: dict[str, Any], i: int) -> tuple[np.ndarray, int, str]:
     """The waveform and sample rate of one input row."""
-    from lungpipe.features.audio import read_audio
-    from lungpipe.util.errors import DataError
-
     path, wave = row.get("path"), row.get("waveform")
     if not _missing(path) and str(path):
         return (*read_audio(Path(str(path))), str(path))
@@ -64,14 +70,10 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
     """Class probabilities per window of each input recording (see the module docstring)."""
 
     def load_context(self, context) -> None:
-        from lungpipe.inference.predict import predictor_from_model_file
-
         path = context.artifacts[ARTIFACT_KEY]
         self.predictor = predictor_from_model_file(read_model_file(path), str(path))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from lungpipe.inference.predict import predict_waveform, window_segments
-
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         window_s = float((params or {}).get("window_s") or DEFAULT_WINDOW_S)
         names = self.predictor.class_names
@@ -90,9 +92,6 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
 
 def signature(class_names: list[str]):
     """Input/output schema of :class:`AudioClassifier` for a model with these classes."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
-
     inputs = Schema([ColSpec("string", "path", required=False), ColSpec(Array("double"), "waveform", required=False),
                      ColSpec("double", "sample_rate", required=False)])  # double: may be missing (NaN)
     outputs = Schema([ColSpec("long", "input"), ColSpec("long", "segment"), ColSpec("double", "start_s"),
@@ -115,8 +114,6 @@ def requirements() -> list[str]:
 def log_audio_model(model_file: str | os.PathLike, name: str) -> str:
     """Log ``model_file`` as an :class:`AudioClassifier` LoggedModel called ``name`` in the active
     run; returns its model id (load it as ``models:/<model id>``)."""
-    import warnings
-
     saved = read_model_file(model_file)
     with quiet_mlflow(), warnings.catch_warnings():
         # the signature is given; an input example would need a recording at logging time
@@ -132,8 +129,6 @@ def log_audio_model(model_file: str | os.PathLike, name: str) -> str:
 @contextlib.contextmanager
 def quiet_mlflow():
     """No artifact-transfer progress bars from MLflow (they break stage logs) while inside."""
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
-
     name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
     before = os.environ.get(name)
     os.environ[name] = "false"
@@ -148,10 +143,6 @@ def quiet_mlflow():
 
 def download_model_file(uri: str, tracking_uri: str, dst: Path) -> Path:
     """Download the ``model.pt`` of a logged or registered model (``models:/…``) into ``dst``."""
-    from mlflow.exceptions import MlflowException
-
-    from lungpipe.tracking import check_tracking_server
-
     check_tracking_server(tracking_uri)
     try:
         with quiet_mlflow():

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lungpipe.models.registry import get_spec, resolve_config
 from lungpipe.training.config import AugmentConfig, SplitConfig, TrainConfig
 from lungpipe.util.typed_config import ConfigError, from_dict, to_dict
 
@@ -41,8 +42,6 @@ class ArchSettings:
 
 
 def model_config_keys(arch: str) -> set[str]:
-    from lungpipe.models.registry import get_spec
-
     return {f.name for f in dataclasses.fields(get_spec(arch).config_cls)} | {"preset"}
 
 
@@ -50,8 +49,6 @@ def check_model_section(arch: str, model: Mapping[str, Any], where: str) -> dict
     """The model section of ``arch`` checked: ``preset`` is required and must be one of the
     architecture's presets; every other key must be a field of its config and of the right
     type (the config is built once, so range checks run too). Returns a plain copy."""
-    from lungpipe.models.registry import get_spec, resolve_config
-
     spec = get_spec(arch)
     model = dict(model or {})
     if "preset" not in model:

@@ -14,10 +14,31 @@ batch, and peak memory (CUDA: allocated; CPU: resident high-water mark).
 from __future__ import annotations
 
 import copy
+import multiprocessing as mp
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lungpipe.features import load_split
+from lungpipe.models import count_parameters, create_model
+from lungpipe.training.augment import (
+    RELEASE_FREQ_MASK_FRAC,
+    RELEASE_TIME_MASK_FRAC,
+    AugmentConfig,
+    spec_augment,
+)
+from lungpipe.training.config import TrainConfig
+from lungpipe.training.data import SpectrogramDataset, make_loader
+from lungpipe.training.device import autocast, grad_scaler, pick_device
+from lungpipe.training.placement import SingleProcess
+from lungpipe.training.step import LossMeter, TrainStep
 
 #: Input (frames, mel bins) of each architecture's paper recipe; others use 8 s of 128-bin fbank.
 PAPER_INPUTS: dict[str, tuple[int, int]] = {"mrinet": (1024, 64)}
@@ -90,9 +111,6 @@ def bench_model_isolated(arch: str, preset: str, batch_size: int, n_frames: int,
                          warmup: int = 2, device: str = "auto", workers: int = 0, plain: bool = True) -> TrainBench:
     """:func:`bench_model` in a fresh process, so that the CPU peak belongs to this architecture alone
     (no memory or allocator caches left over from the models benchmarked before it)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         return pool.submit(bench_model, arch, preset, batch_size, n_frames, n_mels, steps, warmup, device, workers,
                            plain).result()
@@ -112,14 +130,10 @@ class _Clock:
         return batch
 
     def sync(self) -> None:
-        import torch
-
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def reset_peak(self) -> None:
-        import torch
-
         self.sync()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -127,20 +141,11 @@ class _Clock:
             reset_cpu_peak()
 
     def peak_mb(self) -> float:
-        import torch
-
         return torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else cpu_peak_mb()
 
 
 def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: int, steps: int = 5,
                 warmup: int = 2, device: str = "auto", workers: int = 0, plain: bool = True) -> TrainBench:
-    import numpy as np
-    import torch
-
-    from lungpipe.models import count_parameters, create_model
-    from lungpipe.training.data import SpectrogramDataset
-    from lungpipe.training.device import pick_device
-
     dev = pick_device(device)
     torch.manual_seed(0)
     model = create_model(arch, {"preset": preset, "num_classes": 4, "n_frames": n_frames, "n_mels": n_mels})
@@ -158,9 +163,6 @@ def bench_model(arch: str, preset: str, batch_size: int, n_frames: int, n_mels: 
 
 
 def _bench_config(batch_size: int, workers: int, device):
-    from lungpipe.training.augment import RELEASE_FREQ_MASK_FRAC, RELEASE_TIME_MASK_FRAC, AugmentConfig
-    from lungpipe.training.config import TrainConfig
-
     return TrainConfig(epochs=1, batch_size=batch_size, lr=1e-4, grad_clip=0.0, class_weighted=False,
                        ma_update=True, ma_beta=BENCH_MA_BETA, num_workers=workers, device=str(device),
                        deterministic=False, log_every=50,
@@ -169,12 +171,6 @@ def _bench_config(batch_size: int, workers: int, device):
 
 
 def _time_engine(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigures:
-    import torch
-    from torch import nn
-
-    from lungpipe.training.placement import SingleProcess
-    from lungpipe.training.step import LossMeter, TrainStep
-
     cfg = _bench_config(batch_size, workers, dev)
     placement = SingleProcess(dev)
     model = placement.prepare(model, cfg)
@@ -198,12 +194,6 @@ def _time_engine(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigu
 
 def _time_plain(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigures:
     """The plain loop (see the module docstring)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from lungpipe.training.augment import spec_augment
-    from lungpipe.training.device import autocast, grad_scaler
-
     cfg = _bench_config(batch_size, workers, dev)
     model.to(dev, memory_format=torch.contiguous_format).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
@@ -245,9 +235,6 @@ def _time_plain(model, ds, dev, batch_size, steps, warmup, workers) -> LoopFigur
 
 
 def bench_loader(features_dir: Path, batch_size: int, num_workers: int, max_batches: int = 50) -> float:
-    from lungpipe.features import load_split
-    from lungpipe.training.data import SpectrogramDataset, make_loader
-
     split = load_split(features_dir, "train")
     ds = SpectrogramDataset(split.x, split.index["label"].to_numpy())
     loader = make_loader(ds, batch_size, shuffle=True, num_workers=num_workers)

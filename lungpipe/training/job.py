@@ -15,25 +15,45 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import torch
 
+from lungpipe.evaluation.metrics import compute_metrics, resolve_metric, scalar_metric_keys
+from lungpipe.evaluation.plots import plot_confusion
+from lungpipe.evaluation.predictions import write_predictions
+from lungpipe.evaluation.scoring import score_test_predictions
+from lungpipe.features import load_split
 from lungpipe.inference.model_file import (
     MODEL_FILE,
     ModelFile,
     load_model,  # noqa: F401 - the one model loader, re-exported for callers
     write_model_file,
 )
+from lungpipe.inference.predict import SHORTEST_TRAIN_CYCLE_KEY
 from lungpipe.models import create_model, resolve_config
+from lungpipe.models.naming import display_name
+from lungpipe.serving.pyfunc import log_audio_model
+from lungpipe.tracking import (
+    EpochLogger,
+    log_features_input,
+    params_hash,
+    provenance_tags,
+    run_key,
+    scalar_metrics,
+    start_run,
+    write_run_file,
+)
 from lungpipe.training import checkpoint
 from lungpipe.training.arch_settings import ArchSettings
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
-from lungpipe.training.device import pick_device
+from lungpipe.training.device import describe, pick_device
 from lungpipe.training.engine import EpochCallback, FitResult, fit, run_signature
 from lungpipe.training.inference import predict_loader
 from lungpipe.training.placement import SingleProcess
@@ -78,8 +98,6 @@ class TrainJobResult:
 
 
 def _evaluator(task: str, num_classes: int):
-    from lungpipe.evaluation.metrics import compute_metrics, scalar_metric_keys
-
     def evaluate(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         m = compute_metrics(labels, probs.argmax(1), task=task, num_classes=num_classes)
         return {k: m[k] for k in scalar_metric_keys(m)}
@@ -88,8 +106,6 @@ def _evaluator(task: str, num_classes: int):
 
 
 def run_training(job: TrainJob) -> TrainJobResult:
-    from lungpipe.features import load_split
-
     s = job.settings
     train_split = load_split(job.features_dir, "train")
     test_split = load_split(job.features_dir, "test")
@@ -112,9 +128,6 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
     model_cfg = {**s.model, "num_classes": num_classes, "n_frames": int(n_frames), "n_mels": int(n_mels)}
     resolved_model = to_dict(resolve_config(s.name, model_cfg))
-    from dataclasses import replace
-
-    from lungpipe.evaluation.metrics import resolve_metric
 
     train_cfg = replace(s.train, seed=job.seed,
                         selection_metric=resolve_metric(s.train.selection_metric, job.metric_task,
@@ -141,8 +154,6 @@ def run_training(job: TrainJob) -> TrainJobResult:
     callbacks = list(job.callbacks)
     with run_ctx as run:
         if run is not None:
-            from lungpipe.tracking import EpochLogger, log_features_input
-
             callbacks.insert(0, EpochLogger())
             log_features_input(job.features_dir, job.dataset,
                                {"train": "training", **({"test": "evaluation"} if job.score_test else {})})
@@ -183,7 +194,6 @@ def run_training(job: TrainJob) -> TrainJobResult:
             files["confusion"] = png
         if run is not None:
             _log_run_outputs(job, result, val_metrics, test_metrics, files)
-            from lungpipe.tracking import write_run_file
 
             write_run_file(out_dir, run, job.tracking_uri)
     return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
@@ -191,8 +201,6 @@ def run_training(job: TrainJob) -> TrainJobResult:
 
 def _model_file_stats(train_split, train_ds: SpectrogramDataset) -> dict[str, Any]:
     """The features' stats plus the shortest cycle the model trained on (predict warns below it)."""
-    from lungpipe.inference.predict import SHORTEST_TRAIN_CYCLE_KEY
-
     stats = dict(getattr(train_split, "stats", None) or {})
     index = train_split.index
     if {"start_s", "end_s"} <= set(index.columns) and len(train_ds):
@@ -209,10 +217,6 @@ def _predict(placement: SingleProcess, model, test_split, train_cfg) -> np.ndarr
 
 
 def _score_test(job: TrainJob, probs: np.ndarray, test_split, num_classes: int):
-    from lungpipe.evaluation.plots import plot_confusion
-    from lungpipe.evaluation.predictions import write_predictions
-    from lungpipe.evaluation.scoring import score_test_predictions
-
     idx = test_split.index
     labels = idx["label"].to_numpy()
     pred_path = Path(job.out_dir) / "predictions.csv"
@@ -230,8 +234,6 @@ def _score_test(job: TrainJob, probs: np.ndarray, test_split, num_classes: int):
 
 def display_name_of(job: TrainJob) -> str:
     """The architecture named with its preset, e.g. ``resnet50 (small preset: layers 1-1-1-1, …)``."""
-    from lungpipe.models.naming import display_name
-
     return display_name(job.settings.name, job.settings.model)
 
 
@@ -250,8 +252,6 @@ def run_name_of(job: TrainJob) -> str:
 
 def logged_model_name(job: TrainJob) -> str:
     """The LoggedModel's name: dataset and run name in the characters MLflow allows in names."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{job.dataset}-{run_name_of(job)}").strip("-")
 
 
@@ -264,8 +264,6 @@ def hashed_params(resolved: dict[str, Any]) -> dict[str, Any]:
 def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
     if not job.tracking_uri:
         return _NoRun()
-    from lungpipe.tracking import params_hash, provenance_tags, run_key, start_run
-    from lungpipe.training.device import describe, pick_device
 
     digest = params_hash(hashed_params(resolved))
     stage = job.tags.get("dvc_stage") or ("tune" if job.parent_run_id or "optuna_trial" in job.tags else "train")
@@ -286,11 +284,6 @@ def _has_checkpoint(checkpoint_dir: Path | None) -> bool:
 
 
 def _log_run_outputs(job: TrainJob, result: FitResult, val_metrics, test_metrics, files: dict[str, Path]) -> None:
-    import mlflow
-
-    from lungpipe.serving.pyfunc import log_audio_model
-    from lungpipe.tracking import scalar_metrics
-
     mlflow.log_metrics({"best_epoch": float(result.best_epoch), **scalar_metrics(val_metrics, "best_val_")})
     if test_metrics:
         mlflow.log_metrics(scalar_metrics(test_metrics, "test_"))

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -185,8 +187,6 @@ def write_json(target: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_yaml(target: str | os.PathLike, obj: Any) -> Path:
-    import yaml
-
     return write_text(target, yaml.safe_dump(obj, sort_keys=False))
 
 

@@ -8,6 +8,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.text import Text
+
+from lungpipe.util.typed_config import ConfigError
+
 
 class LungpipeError(Exception):
     """Base of the project's own errors."""
@@ -64,7 +69,6 @@ def _is_internal(exc: BaseException) -> bool:
     # ConfigError/DataError (ValueError subclasses) or plain ValueErrors raised in lungpipe.
     if isinstance(exc, LungpipeError):
         return False
-    from lungpipe.util.typed_config import ConfigError
 
     if isinstance(exc, ConfigError):
         return False
@@ -79,9 +83,6 @@ def _is_internal(exc: BaseException) -> bool:
 def print_error(message: str, stream: TextIO | None = None) -> None:
     """Print ``error: <message>`` to stderr; the message is plain text, never rich markup, so
     bracketed values such as ``[nan, nan]`` are shown as they are."""
-    from rich.console import Console
-    from rich.text import Text
-
     console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
     console.print(Text("error: ", style="bold red") + Text(message))
 

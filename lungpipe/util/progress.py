@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from rich.console import Console
@@ -55,8 +56,6 @@ SUMMARY_DECIMALS = 3
 
 def format_number(value: float | None, decimals: int = SUMMARY_DECIMALS) -> str:
     """``value`` rounded to ``decimals`` ("n/a" when missing or not finite)."""
-    import math
-
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "n/a"
     return f"{value:.{decimals}f}"
