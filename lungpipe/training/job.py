@@ -105,7 +105,63 @@ def _evaluator(task: str, num_classes: int):
     return evaluate
 
 
+@dataclass
+class _TrainData:
+    """The features of a job, split into the datasets the engine fits and selects on."""
+
+    train_split: Any
+    test_split: Any
+    train_ds: SpectrogramDataset
+    val_ds: SpectrogramDataset
+    num_classes: int
+    n_frames: int
+    n_mels: int
+    selection_note: str
+
+
+@dataclass
+class _RunPlan:
+    """Everything :func:`fit` needs besides the data, and the resolved config the run records."""
+
+    model: torch.nn.Module
+    model_cfg: dict[str, Any]
+    resolved_model: dict[str, Any]
+    train_cfg: Any
+    resolved: dict[str, Any]
+    placement: SingleProcess
+    world_size: int
+    signature: Any
+    evaluate: Any
+
+
 def run_training(job: TrainJob) -> TrainJobResult:
+    """Prepare the data, build the model, fit it (an MLflow run when tracking is on), then, on the
+    writing rank, write the run's files, score the test split and log the outputs."""
+    data = _prepare_data(job)
+    plan = _plan_run(job, data)
+    out_dir = Path(job.out_dir)
+    # rank 0 alone logs and writes; the other ranks train, evaluate and gather with it
+    run_ctx = _tracking_context(job, plan.resolved) if plan.placement.writer else _NoRun()
+    with run_ctx as run:
+        result, test_probs = _fit_with_callbacks(job, data, plan, tracking=run is not None)
+        if not plan.placement.writer:
+            return TrainJobResult(result, {}, None, None, out_dir)
+        model = _model_to_save(job, plan)
+        val_metrics = {k[4:]: v for k, v in result.history[result.best_epoch].items() if k.startswith("val_")} \
+            if result.best_epoch >= 0 else {}
+        files = _write_artifacts(job, data, plan, model, result, val_metrics)
+        test_metrics = None
+        if job.score_test:
+            test_metrics, files["predictions"], files["confusion"] = _score_test(job, test_probs, data.test_split,
+                                                                                 data.num_classes)
+        if run is not None:
+            _log_run_outputs(job, result, val_metrics, test_metrics, files)
+            write_run_file(out_dir, run, job.tracking_uri)
+    return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
+
+
+def _prepare_data(job: TrainJob) -> _TrainData:
+    """The train and test features, and the train/validation datasets of ``split.selection``."""
     s = job.settings
     train_split = load_split(job.features_dir, "train")
     test_split = load_split(job.features_dir, "test")
@@ -125,10 +181,16 @@ def run_training(job: TrainJob) -> TrainJobResult:
         log.warning("%s: model selection on the TEST set (split.selection: test)", s.name)
     else:
         raise ValueError(f"split.selection must be 'validation' or 'test', got {s.split.selection!r}")
+    return _TrainData(train_split, test_split, train_ds, val_ds, num_classes, int(n_frames), int(n_mels),
+                      selection_note)
 
-    model_cfg = {**s.model, "num_classes": num_classes, "n_frames": int(n_frames), "n_mels": int(n_mels)}
+
+def _plan_run(job: TrainJob, data: _TrainData) -> _RunPlan:
+    """The model (seeded), the training config of this seed, the resolved config, where it runs and
+    the resume signature."""
+    s = job.settings
+    model_cfg = {**s.model, "num_classes": data.num_classes, "n_frames": data.n_frames, "n_mels": data.n_mels}
     resolved_model = to_dict(resolve_config(s.name, model_cfg))
-
     train_cfg = replace(s.train, seed=job.seed,
                         selection_metric=resolve_metric(s.train.selection_metric, job.metric_task,
                                                         f"{s.name}: train.selection_metric"))
@@ -138,65 +200,68 @@ def run_training(job: TrainJob) -> TrainJobResult:
         "arch": s.name, "display_name": display_name_of(job), "frontend": s.frontend, "fold": job.fold,
         "seed": job.seed, "dataset": job.dataset,
         "model": resolved_model, "train": to_dict(train_cfg), "split": to_dict(s.split), "tuned": s.tuned,
-        "selection": selection_note, "features": {"dir": str(job.features_dir), "n_frames": int(n_frames),
-                                                   "n_mels": int(n_mels)},
+        "selection": data.selection_note, "features": {"dir": str(job.features_dir), "n_frames": data.n_frames,
+                                                        "n_mels": data.n_mels},
     }
     placement = job.placement or SingleProcess(pick_device(train_cfg.device))
     world_size = getattr(placement, "world_size", 1)
     if world_size > 1:  # the data order depends on it: a checkpoint resumes only with the same number of processes
         resolved["distributed"] = {"world_size": world_size}
-    signature = run_signature(resolved, sorted(train_split.stats.items()) if hasattr(train_split, "stats") else None)
-    evaluate = _evaluator(job.metric_task, num_classes)
-    out_dir = Path(job.out_dir)
+    split = data.train_split
+    signature = run_signature(resolved, sorted(split.stats.items()) if hasattr(split, "stats") else None)
+    return _RunPlan(model, model_cfg, resolved_model, train_cfg, resolved, placement, world_size, signature,
+                    _evaluator(job.metric_task, data.num_classes))
 
-    # rank 0 alone logs and writes; the other ranks train, evaluate and gather with it
-    run_ctx = _tracking_context(job, resolved) if placement.writer else _NoRun()
+
+def _fit_with_callbacks(job: TrainJob, data: _TrainData, plan: _RunPlan, *, tracking: bool):
+    """Fit (the MLflow epoch logger first when tracking), keep the best weights, and predict the
+    test split when it is scored: ``(FitResult, test probabilities or None)``."""
     callbacks = list(job.callbacks)
-    with run_ctx as run:
-        if run is not None:
-            callbacks.insert(0, EpochLogger())
-            log_features_input(job.features_dir, job.dataset,
-                               {"train": "training", **({"test": "evaluation"} if job.score_test else {})})
-        result = fit(
-            model, train_ds, val_ds, train_cfg, num_classes=num_classes, evaluate=evaluate,
-            checkpoint_dir=job.checkpoint_dir, signature=signature, callbacks=callbacks,
-            progress=job.progress if placement.writer else False,
-            description=f"{s.name} {job.fold} seed {job.seed}", placement=placement,
-        )
-        if result.best_state is not None:
-            model.load_state_dict(result.best_state)
-        test_probs = _predict(placement, model, test_split, train_cfg) if job.score_test else None
-        if not placement.writer:
-            return TrainJobResult(result, {}, None, None, out_dir)
-        if world_size > 1:  # a plain copy to save and log: no DDP hook, BatchNorm instead of SyncBatchNorm
-            trained, model = model, create_model(s.name, model_cfg)
-            model.load_state_dict(trained.state_dict())
-        model.cpu().eval()
-        val_metrics = {k[4:]: v for k, v in result.history[result.best_epoch].items() if k.startswith("val_")} \
-            if result.best_epoch >= 0 else {}
-        test_metrics = None
-        files: dict[str, Path] = {}
-        files["model"] = write_model_file(out_dir / MODEL_FILE, ModelFile(
-            arch=s.name, model_config=resolved_model, state_dict=model.state_dict(),
-            class_names=job.class_names or [str(k) for k in range(num_classes)],
-            features_stats=_model_file_stats(train_split, train_ds), best_epoch=result.best_epoch))
-        files["history"] = atomic.write_json(out_dir / "history.json", result.history)
-        files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
-        files["config"] = atomic.write_json(out_dir / "config.json", resolved)
-        files["run_summary"] = atomic.write_json(out_dir / "run_summary.json", {
-            "display_name": resolved["display_name"], "n_params": int(sum(p.numel() for p in model.parameters())),
-            "device": result.device, "train_seconds": float(sum(r.get("seconds", 0.0) for r in result.history)),
-            "epochs_run": len(result.history), "epochs_configured": int(train_cfg.epochs),
-            "best_epoch": int(result.best_epoch), "stopped_early": bool(result.stopped_early)})
-        if job.score_test:
-            test_metrics, pred_path, png = _score_test(job, test_probs, test_split, num_classes)
-            files["predictions"] = pred_path
-            files["confusion"] = png
-        if run is not None:
-            _log_run_outputs(job, result, val_metrics, test_metrics, files)
+    if tracking:
+        callbacks.insert(0, EpochLogger())
+        log_features_input(job.features_dir, job.dataset,
+                           {"train": "training", **({"test": "evaluation"} if job.score_test else {})})
+    writer = plan.placement.writer
+    result = fit(
+        plan.model, data.train_ds, data.val_ds, plan.train_cfg, num_classes=data.num_classes,
+        evaluate=plan.evaluate, checkpoint_dir=job.checkpoint_dir, signature=plan.signature, callbacks=callbacks,
+        progress=job.progress if writer else False,
+        description=f"{job.settings.name} {job.fold} seed {job.seed}", placement=plan.placement,
+    )
+    if result.best_state is not None:
+        plan.model.load_state_dict(result.best_state)
+    test_probs = _predict(plan.placement, plan.model, data.test_split, plan.train_cfg) if job.score_test else None
+    return result, test_probs
 
-            write_run_file(out_dir, run, job.tracking_uri)
-    return TrainJobResult(result, val_metrics, test_metrics, run.info.run_id if run is not None else None, out_dir)
+
+def _model_to_save(job: TrainJob, plan: _RunPlan) -> torch.nn.Module:
+    """The trained model on the CPU in eval mode; of a distributed run, a plain copy to save and
+    log (no DDP hook, BatchNorm instead of SyncBatchNorm)."""
+    model = plan.model
+    if plan.world_size > 1:
+        model = create_model(job.settings.name, plan.model_cfg)
+        model.load_state_dict(plan.model.state_dict())
+    return model.cpu().eval()
+
+
+def _write_artifacts(job: TrainJob, data: _TrainData, plan: _RunPlan, model: torch.nn.Module, result: FitResult,
+                     val_metrics: dict[str, Any]) -> dict[str, Path]:
+    """``model.pt``, ``history.json``, ``val_metrics.json``, ``config.json`` and ``run_summary.json``."""
+    out_dir = Path(job.out_dir)
+    files: dict[str, Path] = {}
+    files["model"] = write_model_file(out_dir / MODEL_FILE, ModelFile(
+        arch=job.settings.name, model_config=plan.resolved_model, state_dict=model.state_dict(),
+        class_names=job.class_names or [str(k) for k in range(data.num_classes)],
+        features_stats=_model_file_stats(data.train_split, data.train_ds), best_epoch=result.best_epoch))
+    files["history"] = atomic.write_json(out_dir / "history.json", result.history)
+    files["val_metrics"] = atomic.write_json(out_dir / "val_metrics.json", val_metrics)
+    files["config"] = atomic.write_json(out_dir / "config.json", plan.resolved)
+    files["run_summary"] = atomic.write_json(out_dir / "run_summary.json", {
+        "display_name": plan.resolved["display_name"], "n_params": int(sum(p.numel() for p in model.parameters())),
+        "device": result.device, "train_seconds": float(sum(r.get("seconds", 0.0) for r in result.history)),
+        "epochs_run": len(result.history), "epochs_configured": int(plan.train_cfg.epochs),
+        "best_epoch": int(result.best_epoch), "stopped_early": bool(result.stopped_early)})
+    return files
 
 
 def _model_file_stats(train_split, train_ds: SpectrogramDataset) -> dict[str, Any]:
@@ -264,7 +329,6 @@ def hashed_params(resolved: dict[str, Any]) -> dict[str, Any]:
 def _tracking_context(job: TrainJob, resolved: dict[str, Any]):
     if not job.tracking_uri:
         return _NoRun()
-
     digest = params_hash(hashed_params(resolved))
     stage = job.tags.get("dvc_stage") or ("tune" if job.parent_run_id or "optuna_trial" in job.tags else "train")
     tags = {"architecture": job.settings.name, "dataset": job.dataset, "fold": job.fold, "seed": str(job.seed),
