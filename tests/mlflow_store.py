@@ -7,19 +7,16 @@ import atexit
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from mlflow.entities import Metric
+from servers import free_port, stop_process_group, wait_for_http
 
 from lungpipe.evaluation.plots import plot_confusion
 from lungpipe.evaluation.predictions import write_predictions
@@ -45,12 +42,6 @@ def fresh_db(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, *, workers: int = 1,
                   timeout: float = 180) -> Iterator[str]:
@@ -65,27 +56,10 @@ def mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, *, workers:
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job workers
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                raise RuntimeError(f"mlflow server did not become healthy:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        wait_for_http(f"{uri}/health", proc, log, timeout=timeout, what="mlflow server did not become healthy")
         yield uri
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc, grace=5)
         log.close()
 
 

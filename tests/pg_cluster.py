@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 URL_ENV = "LUNGPIPE_TEST_POSTGRES_URL"
 REQUIRE_ENV = "LUNGPIPE_REQUIRE_POSTGRES"
@@ -42,12 +42,6 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(base: Path) -> str:
     """initdb + start in ``base`` (created); returns the server URL (database ``postgres``)."""
     bindir = find_bin()
@@ -57,7 +51,7 @@ def start(base: Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = lambda cmd: subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True)
     try:
         run([str(bindir / "initdb"), "-D", str(base / "data"), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"])

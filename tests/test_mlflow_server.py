@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from featuredir import write_feature_dir
-from mlflow_store import free_port, fresh_db
+from mlflow_store import fresh_db
 from mlflow_store import mlflow_server as start_mlflow_server
+from servers import free_port
 
 from lungpipe.tracking import TrackingUnavailableError, resolve_tracking_uri
 from lungpipe.training.job import TrainJob, run_training

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow_store import fresh_db
+from servers import free_port, stop_process_group, wait_for_http
 from test_predict import CLASSES, TEST, trained  # noqa: F401 - the real-preprocess model fixture
 from typer.testing import CliRunner
 
@@ -30,12 +28,6 @@ from lungpipe.tracking import setup, write_run_file
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "lungpipe-icbhi_synth"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +108,7 @@ def test_the_pyfunc_takes_a_waveform_or_a_path(registry, trained):  # noqa: F811
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_posted_recording_like_predict(registry, trained, tmp_path):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - open for the server's whole life
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"], "PYTHONPATH": f"{REPO}{os.pathsep}"
            f"{os.environ.get('PYTHONPATH', '')}"}
@@ -126,18 +118,7 @@ def test_mlflow_models_serve_answers_a_posted_recording_like_predict(registry, t
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow models serve did not start:\n{(tmp_path / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+        wait_for_http(f"{url}/ping", proc, log, timeout=120, what="mlflow models serve did not start")
         wav = trained["raw"] / f"{TEST}.wav"
         wave, sr = read_audio(wav)
         body = json.dumps({"dataframe_records": [{"waveform": wave.astype(float).tolist(), "sample_rate": sr}],
@@ -146,13 +127,7 @@ def test_mlflow_models_serve_answers_a_posted_recording_like_predict(registry, t
         with urllib.request.urlopen(request, timeout=60) as resp:
             answer = json.loads(resp.read())
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc, grace=10)
         log.close()
     rows = pd.DataFrame(answer["predictions"])
     expected = predict_recording(load_predictor(trained["dir"]), wav, window_s=2.0)

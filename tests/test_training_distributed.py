@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from servers import free_port
 
 from lungpipe.training.distributed import DistributedPlacement, EvalShard, unshard
 from lungpipe.training.launch import DistributedConfig, per_rank_batch, torchrun_command, under_torchrun
@@ -30,12 +30,6 @@ from lungpipe.util.typed_config import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
 RTOL = 1e-5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_env() -> dict[str, str]:
