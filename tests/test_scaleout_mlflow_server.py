@@ -25,8 +25,9 @@ from test_mlflow_server import CLASSES, N_FRAMES, N_MELS, _job, restore_mlflow_u
 from test_tuning import _job as _tune_job
 from test_tuning import _worker_cmd, _worker_env
 
+from lungpipe.inference.model_file import load_model
 from lungpipe.tracking import TrackingUnavailableError, bound_http_retries, start_run
-from lungpipe.training.job import load_model, run_training
+from lungpipe.training.job import run_training
 from lungpipe.tuning import TuningConfig, create_or_load_study, job_to_attrs, make_storage, sqlalchemy_url
 
 

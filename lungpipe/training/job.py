@@ -33,7 +33,6 @@ from lungpipe.features import load_split
 from lungpipe.inference.model_file import (
     MODEL_FILE,
     ModelFile,
-    load_model,  # noqa: F401 - the one model loader, re-exported for callers
     write_model_file,
 )
 from lungpipe.inference.predict import SHORTEST_TRAIN_CYCLE_KEY
