@@ -28,7 +28,7 @@ from lungpipe.models.base import LungModel  # noqa: E402
 from lungpipe.training.data import SpectrogramDataset  # noqa: E402
 from lungpipe.training.distributed import torchrun_placement  # noqa: E402
 from lungpipe.training.engine import fit  # noqa: E402
-from lungpipe.training.inference import predict_loader, predict_proba  # noqa: E402
+from lungpipe.training.probabilities import predict_loader, predict_proba  # noqa: E402
 
 N_TRAIN, N_VAL = 64, 13  # 13 rows: uneven shards over 2 ranks
 

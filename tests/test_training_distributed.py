@@ -179,7 +179,7 @@ def test_the_train_stage_launches_torchrun_and_rank_0_alone_writes(tmp_path):
 
     from lungpipe.inference.model_file import load_model
     from lungpipe.training.data import SpectrogramDataset
-    from lungpipe.training.inference import predict_proba
+    from lungpipe.training.probabilities import predict_proba
 
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

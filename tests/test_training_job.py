@@ -55,7 +55,7 @@ def test_the_model_file_loads_with_the_safe_loader_and_predicts_like_the_trained
     from lungpipe.features import load_split
     from lungpipe.inference.model_file import load_model
     from lungpipe.training.data import SpectrogramDataset
-    from lungpipe.training.inference import predict_proba
+    from lungpipe.training.probabilities import predict_proba
 
     job = _job(tmp_path, "validation")
     run_training(job)

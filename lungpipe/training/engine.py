@@ -32,9 +32,9 @@ from lungpipe.training.config import TrainConfig
 from lungpipe.training.data import SpectrogramDataset
 from lungpipe.training.device import pick_device
 from lungpipe.training.display import FitDisplay
-from lungpipe.training.inference import predict_loader, predict_proba
 from lungpipe.training.optim import build_criterion, build_optimizer
 from lungpipe.training.placement import SingleProcess
+from lungpipe.training.probabilities import predict_loader, predict_proba
 from lungpipe.training.seeding import determinism, seed_everything
 from lungpipe.training.selection import BestEpoch
 from lungpipe.training.step import LossMeter, NonFiniteLossError, TrainStep

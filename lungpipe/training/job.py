@@ -54,8 +54,8 @@ from lungpipe.training.arch_settings import ArchSettings
 from lungpipe.training.data import SpectrogramDataset, split_by_patient
 from lungpipe.training.device import describe, pick_device
 from lungpipe.training.engine import EpochCallback, FitResult, fit, run_signature
-from lungpipe.training.inference import predict_loader
 from lungpipe.training.placement import SingleProcess
+from lungpipe.training.probabilities import predict_loader
 from lungpipe.util import atomic
 from lungpipe.util.typed_config import to_dict
 
