@@ -67,7 +67,7 @@ def test_dvc_draws_the_validation_curve_overlay(project):
 
 
 def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
-    augment = project / "lungpipe" / "augment.py"
+    augment = project / "lungpipe" / "training" / "augment.py"
     original = augment.read_text()
     try:
         augment.write_text(original + "\n# an edit of SpecAugment\n")
