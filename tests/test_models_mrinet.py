@@ -262,6 +262,22 @@ def test_impossible_geometries_are_config_errors(overrides, words):
         _small(**overrides)
 
 
+@pytest.mark.parametrize("pool, reduce", [("mean", torch.mean), ("max", torch.amax)])
+def test_logits_pool_the_class_map_over_time(pool, reduce):
+    model = _small(time_pool=pool).eval()
+    with torch.no_grad():
+        out = model.branch_outputs(torch.randn(3, 1, 128, 64))
+    assert torch.equal(out.logits, reduce(out.class_map, dim=2))
+    assert not torch.equal(out.logits, (torch.amax if pool == "mean" else torch.mean)(out.class_map, dim=2))
+
+
+def test_the_paper_preset_averages_over_time_and_small_takes_the_max():
+    assert resolve_config("mrinet", {"preset": "paper"}).time_pool == "mean"
+    assert resolve_config("mrinet", {"preset": "small"}).time_pool == "max"
+    with pytest.raises(ConfigError, match="time_pool"):
+        _small(time_pool="median")
+
+
 def test_wrong_mel_count_at_forward_is_a_clear_error():
     model = _small()
     with pytest.raises(ValueError, match=r"\(batch, 1, frames, 64\)"):

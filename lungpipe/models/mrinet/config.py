@@ -47,6 +47,9 @@ class MRINetConfig:
     Fusion and head:
         fused_channels: channels of both branch outputs at the branch attention.
         head_channels: channels after the frequency-collapsing convolution.
+        time_pool: how the head's class × time map becomes logits: ``"mean"`` over time (released)
+            or ``"max"`` (lungpipe's; the ``small`` preset uses it: trained from scratch on a few
+            hundred cycles, the time mean dilutes short crackles and wheezes and stays near chance).
     Weights:
         pretrained: a state-dict file of this architecture (same config); loaded strictly.
         time_pretrained: an HTS-AT checkpoint (its Swin and ``bn0`` weights are loaded) or an
@@ -81,6 +84,7 @@ class MRINetConfig:
     fold_chunks: int | None = None
     fused_channels: int = 512
     head_channels: int = 128
+    time_pool: str = "mean"
     pretrained: str | None = None
     time_pretrained: str | None = None
 
@@ -114,9 +118,11 @@ _SMALL: dict = {
     "swin_drop_path": 0.0,
     "fused_channels": 64,
     "head_channels": 32,
+    "time_pool": "max",
 }
 
 PRESETS: dict[str, dict] = {"paper": _PAPER, "paper67m": _PAPER67M, "small": _SMALL}
 
 TIME_RESIZES = ("bicubic_up", "bilinear")
 LOSSES = ("focal", "criterion")
+TIME_POOLS = ("mean", "max")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lungpipe.models.mrinet.config import LOSSES, TIME_RESIZES, MRINetConfig
+from lungpipe.models.mrinet.config import LOSSES, TIME_POOLS, TIME_RESIZES, MRINetConfig
 from lungpipe.util.typed_config import ConfigError
 
 #: The released stem's padding, (time, freq): asymmetric, so the time axis grows by 3 frames.
@@ -99,6 +99,8 @@ def _check_sizes(cfg: MRINetConfig) -> None:
         )
     if cfg.loss not in LOSSES:
         _fail(f"loss {cfg.loss!r} is not one of {list(LOSSES)}")
+    if cfg.time_pool not in TIME_POOLS:
+        _fail(f"time_pool {cfg.time_pool!r} is not one of {list(TIME_POOLS)}")
     if cfg.focal_gamma < 0 or cfg.focal_alpha <= 0:
         _fail(f"focal_gamma {cfg.focal_gamma} must be >= 0 and focal_alpha {cfg.focal_alpha} > 0")
     stripes = {

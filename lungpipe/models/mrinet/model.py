@@ -93,7 +93,8 @@ class MRINet(LungModel):
         time = self.time_branch(x)
         fused, weights = self.attention.fuse(freq, time)
         class_map = self.head(fused)
-        return MRINetOutputs(freq, time, weights, fused, class_map, class_map.mean(dim=2))
+        logits = class_map.amax(dim=2) if self.config.time_pool == "max" else class_map.mean(dim=2)
+        return MRINetOutputs(freq, time, weights, fused, class_map, logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.branch_outputs(x).logits
