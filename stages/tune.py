@@ -12,9 +12,18 @@ from __future__ import annotations
 
 import argparse
 
-from _common import ROOT, path, report_errors
-from _run import load_run_config
-from _tuning import build_tuning
+from _common import ROOT, _lookup, load_params, path, report_errors, setup_logging
+
+from lungpipe.util import atomic
+
+
+def _write_untuned(arch: str) -> None:
+    # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
+    atomic.write_yaml(path(f"tuned/{arch}.yaml"), {
+        "study": None, "best_value": None, "best_params": {},
+        "note": f"not tuned: {arch} is not in tuning.architectures (train uses its params as they are)"})
+    atomic.write_text(path(f"optuna/{arch}/README.txt"), "No study: this architecture is not tuned.\n")
+    print(f"{arch}: not in tuning.architectures; wrote an empty tuned/{arch}.yaml")
 
 
 @report_errors
@@ -22,18 +31,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("arch")
     args = ap.parse_args()
+    listed = _lookup(load_params(), "tuning.architectures")
+    if isinstance(listed, list) and args.arch not in listed:
+        # nothing to tune: skip loading torch and the model registry (seconds per stage); the train
+        # stage of this architecture validates every setting
+        setup_logging()
+        _write_untuned(args.arch)
+        return
+
+    from _run import load_run_config
+    from _tuning import build_tuning
+
     params, run = load_run_config()
     tuning = build_tuning(params, run)
-
-    from lungpipe.util import atomic
-
     if args.arch not in tuning.spaces:
-        # dvc.yaml runs tune@<arch> for every architecture so train@<arch> can depend on its own file
-        atomic.write_yaml(path(f"tuned/{args.arch}.yaml"), {
-            "study": None, "best_value": None, "best_params": {},
-            "note": f"not tuned: {args.arch} is not in tuning.architectures (train uses its params as they are)"})
-        atomic.write_text(path(f"optuna/{args.arch}/README.txt"), "No study: this architecture is not tuned.\n")
-        print(f"{args.arch}: not in tuning.architectures; wrote an empty tuned/{args.arch}.yaml")
+        _write_untuned(args.arch)
         return
 
     from lungpipe.evaluation.metrics import resolve_metric
