@@ -254,6 +254,15 @@ def metrics_from_confusion(confusion, *, task: str = "icbhi",
 # --------------------------------------------------------------------------------------------
 # bootstrap over patients
 # --------------------------------------------------------------------------------------------
+def _group_codes(values, n_cycles: int, what: str) -> np.ndarray:
+    """0..G-1 codes of the per-cycle group labels ``values`` (patients or runs), one per cycle."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != n_cycles:
+        raise ValueError(f"{what}s must give one {what} per cycle: {arr.shape[0] if arr.ndim else 0} "
+                         f"{what}s for {n_cycles} cycles")
+    return np.unique(arr, return_inverse=True)[1].reshape(-1)
+
+
 def bootstrap_intervals(labels, preds, patients=None, *, task: str = "icbhi",
                         num_classes: int | None = None, class_names: Sequence[str] | None = None,
                         n_resamples: int = 1000, seed: int = 0,
@@ -279,25 +288,9 @@ def bootstrap_intervals(labels, preds, patients=None, *, task: str = "icbhi",
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
     if not 0.0 < ci_level < 1.0:
         raise ValueError(f"ci_level must lie strictly between 0 and 1, got {ci_level}")
-    if patients is None:
-        codes = np.arange(y.shape[0])
-    else:
-        pat = np.asarray(patients)
-        if pat.ndim != 1 or pat.shape[0] != y.shape[0]:
-            raise ValueError(f"patients must give one patient per cycle: {pat.shape[0] if pat.ndim else 0} "
-                             f"patients for {y.shape[0]} cycles")
-        _, codes = np.unique(pat, return_inverse=True)
-        codes = codes.reshape(-1)
+    codes = np.arange(y.shape[0]) if patients is None else _group_codes(patients, y.shape[0], "patient")
     n_patients = int(codes.max()) + 1
-    if runs is None:
-        run_codes = np.zeros_like(codes)
-    else:
-        run_arr = np.asarray(runs)
-        if run_arr.ndim != 1 or run_arr.shape[0] != y.shape[0]:
-            raise ValueError(f"runs must give one run per cycle: {run_arr.shape[0] if run_arr.ndim else 0} "
-                             f"runs for {y.shape[0]} cycles")
-        _, run_codes = np.unique(run_arr, return_inverse=True)
-        run_codes = run_codes.reshape(-1)
+    run_codes = np.zeros_like(codes) if runs is None else _group_codes(runs, y.shape[0], "run")
     n_runs = int(run_codes.max()) + 1
     kk = num_classes * num_classes
     cells = (run_codes * n_patients + codes) * kk + y * num_classes + p
