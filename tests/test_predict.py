@@ -140,6 +140,16 @@ def test_cli_prints_a_table_and_writes_the_csv(trained, tmp_path):
     assert bad.exit_code == 1 and "no such model file" in bad.output
 
 
+def test_the_same_model_gives_the_same_file_bytes_wherever_it_is_written(trained, tmp_path):
+    # torch.save names the zip's inner folder after the file it writes; the model file must not
+    # carry its (temporary) file name, or two checkouts would get different model.pt bytes.
+    saved = read_model_file(trained["dir"] / "model.pt")
+    a = write_model_file(tmp_path / "a" / "model.pt", saved)
+    b = write_model_file(tmp_path / "b" / "other_name.pt", saved)
+    assert a.read_bytes() == b.read_bytes() == (trained["dir"] / "model.pt").read_bytes()
+    assert b"other_name" not in b.read_bytes()
+
+
 def test_model_without_frontend_settings_is_refused(trained, tmp_path):
     saved = read_model_file(trained["dir"] / "model.pt")
     write_model_file(tmp_path / "model.pt", dataclasses.replace(

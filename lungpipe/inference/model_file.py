@@ -14,6 +14,7 @@ Every reader of a model file goes through :func:`read_model_file` (and :func:`bu
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 from lungpipe.models import create_model
-from lungpipe.util.atomic import atomic_path
+from lungpipe.util.atomic import write_bytes
 from lungpipe.util.errors import LungpipeError
 
 MODEL_FILE = "model.pt"
@@ -72,9 +73,12 @@ def write_model_file(path: str | os.PathLike, model: ModelFile) -> Path:
         "best_epoch": int(model.best_epoch),
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()}
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"format": FORMAT, "config_json": json.dumps(config), "state_dict": state}, tmp)
-    return Path(path)
+    # Saved through memory: torch.save names the zip's inner folder after the file it writes, so
+    # saving to the atomic temp file would put its random name into the bytes. Through a buffer
+    # the same model gives the same file bytes in every checkout.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "config_json": json.dumps(config), "state_dict": state}, buffer)
+    return write_bytes(Path(path), buffer.getvalue())
 
 
 def _refused_global(exc: BaseException) -> str | None:
