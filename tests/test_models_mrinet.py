@@ -233,12 +233,12 @@ def test_small_preset_takes_any_length(frames):
     model = _small(n_frames=frames).eval()
     with torch.no_grad():
         out = model.branch_outputs(torch.randn(2, 1, frames, 64))
-    assert out.freq.shape == out.time.shape == (2, 64, 2, 8)  # 256 frames × 64 mels, shrunk 32×
-    assert out.class_map.shape == (2, K, 4)
+    assert out.freq.shape == out.time.shape == (2, 64, 2, 6)  # 192 frames × 64 mels, shrunk 32×
+    assert out.class_map.shape == (2, K, 3)
 
 
 def test_128_mel_bins_fold_into_one_chunk():
-    model = _small(n_mels=128).eval()
+    model = _small(n_mels=128, target_frames=256).eval()
     assert model.geometry.chunks == 1 and model.geometry.image == (128, 256)
     with torch.no_grad():
         out = model.branch_outputs(torch.randn(2, 1, 100, 128))
@@ -259,7 +259,7 @@ def test_128_mel_bins_fold_into_one_chunk():
 )
 def test_impossible_geometries_are_config_errors(overrides, words):
     with pytest.raises(ConfigError, match=words):
-        _small(**overrides)
+        _small(**{"target_frames": 256, **overrides})  # 256 frames: a 128×128 image in 2 chunks
 
 
 @pytest.mark.parametrize("pool, reduce", [("mean", torch.mean), ("max", torch.amax)])
@@ -450,7 +450,8 @@ def test_in_model_specaugment_zeroes_stripes_in_training_only():
     one = drop_stripes(torch.ones(4000, 1, 100, 64), 1, 64, 1, 8)
     assert (one == 0).all(dim=3)[:, 0].sum(1).max() == 63
     assert (one == 0).all(dim=2)[:, 0].sum(1).max() == 7
-    model = _small(specaug_time_stripes=2, specaug_freq_stripes=2, mel_batchnorm=False, n_frames=256)
+    model = _small(specaug_time_stripes=2, specaug_freq_stripes=2, mel_batchnorm=False, n_frames=256,
+                   target_frames=256)
     x = torch.randn(8, 1, 256, 64)
     assert torch.equal(model.eval().prepare(x), x)
     assert (model.train().prepare(x) == 0).any()

@@ -42,7 +42,7 @@ __all__ = [
         "119.7 M (as released)",
         "paper67m": "stage 4 cut to 2 blocks, 69.3 M (lungpipe's approximation of the 67.15 million the paper "
         "states; no released config)",
-        "small": "interlaced blocks 1-1-1-1 (8-64), 3-stage Swin width 32, 256 frames, max over time, the "
+        "small": "interlaced blocks 1-1-1-1 (8-64), 3-stage Swin width 32, 192 frames, max over time, the "
         "engine's loss and augmentation (lungpipe's CPU size)",
     },
 )
