@@ -30,7 +30,7 @@ from _common import (
 from lungpipe.evaluation.metrics import resolve_metric
 from lungpipe.evaluation.scoring import EvaluationConfig
 from lungpipe.training.arch_settings import ArchSettings, check_model_section, with_overrides
-from lungpipe.training.augment import AugmentConfig
+from lungpipe.training.augment_config import AugmentConfig
 from lungpipe.training.config import SplitConfig, TrainConfig
 from lungpipe.util.typed_config import from_dict, merge
 from lungpipe.util.yaml_load import safe_load

@@ -67,12 +67,12 @@ def test_dvc_draws_the_validation_curve_overlay(project):
 
 
 def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
-    augment = project / "lungpipe" / "training" / "augment.py"
+    augment = project / "lungpipe" / "training" / "augment_config.py"
     original = augment.read_text()
     try:
-        augment.write_text(original + "\n# an edit of SpecAugment\n")
+        augment.write_text(original + "\n# an edit of SpecAugment's settings\n")
         # train and tune run SpecAugment; the report reads TrainConfig's defaults (which import
-        # augment.py); the data stages and evaluate do not import it
+        # augment_config.py, not the torch code of augment.py); the data stages and evaluate do not
         assert _stale_stages(project) == {f"tune@{ARCH}", f"train@{ARCH}", "report"}
     finally:
         augment.write_text(original)

@@ -193,6 +193,18 @@ def test_overlay_figure_names_architectures_in_one_panel(tmp_path, monkeypatch):
     assert set(figures.overlay_table(archs).architecture) == {a.display_name for a in archs}  # the DVC plot's names
 
 
+def test_the_report_code_imports_neither_torch_nor_mlflow():
+    """The report reads files; TrainConfig's defaults come from torch-free modules (~2.5 s of torch
+    and ~2 s of MLflow the report stage does not pay)."""
+    import sys
+
+    code = ("import sys; import lungpipe.report, lungpipe.training.config; "
+            "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
 def test_links_never_publish_credentials():
     url, label = mlflow_link({"run_id": "r1", "experiment_id": "3", "run_name": "x",
                               "tracking_uri": "https://me:secret@mlflow.example"})
