@@ -39,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from lungpipe.util.atomic import write_json
 from lungpipe.util.errors import LungpipeError
 from lungpipe.util.typed_config import flatten
+from lungpipe.util.yaml_load import safe_load
 
 MAX_PARAM_LEN = 6000
 RUN_FILE = "mlflow_run.json"
@@ -231,7 +232,7 @@ def dvc_md5(path: str | os.PathLike) -> tuple[str, str] | None:
         if not lock.is_file():
             continue
         try:
-            stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages") or {}
+            stages = (safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages") or {}
         except (OSError, yaml.YAMLError):
             return None
         best: tuple[int, str, str] | None = None

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # stages run as scripts: make `lungpipe` importab
 
 from lungpipe.util.errors import report_errors
 from lungpipe.util.typed_config import ConfigError
+from lungpipe.util.yaml_load import safe_load
 
 log = logging.getLogger("lungpipe.stages")
 
@@ -38,7 +39,7 @@ def load_params(file: Path | None = None) -> dict[str, Any]:
     file = Path(file or os.environ.get("LUNGPIPE_PARAMS", ROOT / "params.yaml"))
     try:
         with open(file, encoding="utf-8") as fh:
-            params = yaml.safe_load(fh) or {}
+            params = safe_load(fh) or {}
     except FileNotFoundError:
         raise ConfigError(f"{file}: params file not found (run from a lungpipe checkout, or set LUNGPIPE_PARAMS)") from None
     except yaml.YAMLError as exc:

@@ -30,9 +30,10 @@ from _common import (
 from lungpipe.evaluation.metrics import resolve_metric
 from lungpipe.evaluation.scoring import EvaluationConfig
 from lungpipe.training.arch_settings import ArchSettings, check_model_section, with_overrides
-from lungpipe.training.augment import AugmentConfig
+from lungpipe.training.augment_config import AugmentConfig
 from lungpipe.training.config import SplitConfig, TrainConfig
 from lungpipe.util.typed_config import from_dict, merge
+from lungpipe.util.yaml_load import safe_load
 
 log = logging.getLogger("lungpipe.stages")
 
@@ -88,7 +89,7 @@ def tuned_overrides(params: Mapping[str, Any], arch: str, *, announce: bool = Tr
     if not train.get("use_tuned") or not file.exists():
         return {}
     try:
-        best = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("best_params") or {}
+        best = (safe_load(file.read_text(encoding="utf-8")) or {}).get("best_params") or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({exc}); delete it or rerun the tune stage") from None
     if not isinstance(best, Mapping):

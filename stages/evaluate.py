@@ -1,4 +1,8 @@
-"""DVC stage evaluate@<arch>: metrics/<arch>.json (DVC metrics) and plots/<arch>/ (DVC plots)."""
+"""DVC stage evaluate@<arch>: metrics/<arch>.json (DVC metrics) and plots/<arch>/ (DVC plots).
+
+It reads the run folders' files only (no torch, no MLflow): the train stage registers the
+architecture's champion in the model registry.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ def main() -> None:
     params, run = load_data_config()
 
     from lungpipe.evaluation.scoring import EvaluationConfig, evaluate_architecture, summary_line
-    from lungpipe.util.progress import format_number
     from lungpipe.util.typed_config import from_dict
 
     evaluation = from_dict(EvaluationConfig, _section(params, "evaluate"), where="evaluate")
@@ -30,15 +33,6 @@ def main() -> None:
         details_path=path(f"metrics/details/{args.arch}.json"),
     )
     print(summary_line(details))
-
-    from lungpipe.serving.champion import register_champion
-
-    run_dirs = [path(f"models/{args.arch}/{fold}/seed{seed}") for fold in run.folds for seed in seeds]
-    key = details["headline"]
-    champion = register_champion(info.name, args.arch, run_dirs, key)
-    if champion is not None:
-        print(f"{args.arch}: registered {champion.uri} (version {champion.version}, validation {key} "
-              f"{format_number(champion.val_value)}, {champion.run_dir.parent.name}/{champion.run_dir.name})")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Outputs: models/<arch>/<fold>/seed<k>/{model.pt, predictions.csv, history.json, config.json,
 run_summary.json, ...} and resumable checkpoints under checkpoints/<arch>/<fold>/seed<k>/
-(persisted by DVC). Every seed is an MLflow run. The stage holds checkpoints/<arch>/train.lock
+(persisted by DVC). Every seed is an MLflow run; at the end the run folder with the best validation
+headline metric (ICBHI Score; macro-F1 for multiclass sources) among the configured folds and seeds
+is registered as lungpipe-<dataset>-<arch>@champion (lungpipe.serving.champion). The stage holds checkpoints/<arch>/train.lock
 while it trains: a second trainer of the same architecture (say, a new `dvc repro` while the
 trainer of a killed one still runs) refuses to start and names the PID that holds it.
 
@@ -88,6 +90,22 @@ def main() -> None:
                         n_boot=run.evaluation.n_boot,
                         placement=placement,
                     ))
+            if writer:
+                _register_champion(args.arch, info, [out_root / f / f"seed{seed}" for f in run.folds for seed in run.seeds])
+
+
+def _register_champion(arch: str, info, run_dirs) -> None:
+    """The model registry's champion of ``arch``: registered here, where the MLflow store is open
+    and the runs and their models were just logged (the evaluate stage then reads files only)."""
+    from lungpipe.evaluation.scoring import headline_metric
+    from lungpipe.serving.champion import register_champion
+    from lungpipe.util.progress import format_number
+
+    key = headline_metric(info.metric_task)
+    champion = register_champion(info.name, arch, run_dirs, key)
+    if champion is not None:
+        print(f"{arch}: registered {champion.uri} (version {champion.version}, validation {key} "
+              f"{format_number(champion.val_value)}, {champion.run_dir.parent.name}/{champion.run_dir.name})")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +15,11 @@ import torchvision
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from lungpipe.models import count_parameters, create_model
+from lungpipe.models import resnet as resnet_module
 from lungpipe.models.cnn6 import build_cnn6_backbone
 from lungpipe.models.pretrained import PretrainedError, PretrainedNotFoundError
 from lungpipe.models.registry import resolve_config
-from lungpipe.models.resnet import build_resnet50_backbone
+from lungpipe.models.resnet import BottleneckBlock, build_resnet50_backbone, load_resnet_pretrained
 
 # --- ResNet50 ---------------------------------------------------------------------------------
 
@@ -78,6 +82,91 @@ def test_resnet_small_preset_handles_minimum_input_and_backbone_channels():
     backbone, dim = build_resnet50_backbone(cfg, in_channels=3)
     assert dim == 16 * 8 * 4
     assert backbone(torch.randn(2, 3, 64, 32)).shape == (2, dim)
+
+
+def _seeded_build(build, seed: int):
+    torch.manual_seed(seed)
+    module = build()
+    return module, torch.rand(4)  # the RNG state after the build: equal only if init drew the same numbers
+
+
+def _outputs(module, x: torch.Tensor):
+    """Eval and train-mode outputs and the parameter gradients of a train-mode step."""
+    module.eval()
+    with torch.no_grad():
+        evaluated = module(x)
+    module.train()
+    out = module(x)
+    out.square().sum().backward()
+    return evaluated, out.detach(), {n: p.grad for n, p in module.named_parameters()}
+
+
+def _assert_same_module(ours, theirs, x: torch.Tensor) -> None:
+    (ours, ours_rng), (theirs, theirs_rng) = ours, theirs
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    assert torch.equal(ours_rng, theirs_rng)
+    for a, b in zip(_outputs(ours, x), _outputs(theirs, x)):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            assert all((a[k] is None and b[k] is None) or torch.equal(a[k], b[k]) for k in a)
+        else:
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("in_ch, planes, stride, shortcut", [(16, 16, 1, True), (64, 16, 1, False), (64, 32, 2, True)])
+def test_bottleneck_block_equals_torchvision_bottleneck(in_ch, planes, stride, shortcut):
+    def downsample():
+        return torch.nn.Sequential(torch.nn.Conv2d(in_ch, planes * 4, 1, stride=stride, bias=False),
+                                   torch.nn.BatchNorm2d(planes * 4)) if shortcut else None
+
+    x = torch.randn(2, in_ch, 12, 10)
+    _assert_same_module(_seeded_build(lambda: BottleneckBlock(in_ch, planes, stride, downsample()), 3),
+                        _seeded_build(lambda: Bottleneck(in_ch, planes, stride, downsample()), 3), x)
+
+
+@pytest.mark.parametrize("arch, config", [
+    ("resnet50", {"preset": "small"}),
+    ("resnet50", {"preset": "small", "layers": [2, 1, 2, 1]}),
+    ("add4rsc_resnet50", {"preset": "small"}),
+])
+def test_resnet_models_build_as_with_torchvision_blocks(arch, config, monkeypatch):
+    """Same seed, same weights, same outputs and gradients as the network built from torchvision's
+    Bottleneck (what lungpipe used before its own block)."""
+    config = {**config, "num_classes": 4, "n_frames": 64, "n_mels": 32}
+    x = torch.randn(2, 1, 64, 32)
+    ours = _seeded_build(lambda: create_model(arch, config), 1)
+    monkeypatch.setattr(resnet_module, "BottleneckBlock", Bottleneck)
+    _assert_same_module(ours, _seeded_build(lambda: create_model(arch, config), 1), x)
+
+
+def test_imagenet_alias_names_torchvisions_weights(monkeypatch):
+    fetched = []
+
+    def fake_download(url):
+        fetched.append(url)
+        raise PretrainedError("offline")
+
+    monkeypatch.setattr(resnet_module, "download_state_dict", fake_download)
+    backbone, _ = build_resnet50_backbone(resolve_config("resnet50", {"preset": "small"}))
+    for alias, weights in (("imagenet", "IMAGENET1K_V1"), ("IMAGENET1K_V2", "IMAGENET1K_V2")):
+        with pytest.raises(PretrainedError, match="offline"):
+            load_resnet_pretrained(backbone, alias)
+        assert fetched.pop() == torchvision.models.ResNet50_Weights[weights].url
+
+
+def test_the_model_zoo_loads_neither_torchvision_nor_dynamo():
+    """torchvision's import pulls in torch._dynamo (~2.5 s): loading the registry (every model
+    module) and building a ResNet need neither (predicting with a CNN then starts that much sooner;
+    a training still loads torch._dynamo, through torch.optim)."""
+    code = ("import sys; from lungpipe.models import create_model, model_names; model_names(); "
+            "create_model('resnet50', {'preset': 'small'}); "
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture()

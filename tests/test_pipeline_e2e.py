@@ -67,12 +67,12 @@ def test_dvc_draws_the_validation_curve_overlay(project):
 
 
 def test_editing_code_the_train_stage_imports_makes_only_its_dependants_stale(project):
-    augment = project / "lungpipe" / "training" / "augment.py"
+    augment = project / "lungpipe" / "training" / "augment_config.py"
     original = augment.read_text()
     try:
-        augment.write_text(original + "\n# an edit of SpecAugment\n")
+        augment.write_text(original + "\n# an edit of SpecAugment's settings\n")
         # train and tune run SpecAugment; the report reads TrainConfig's defaults (which import
-        # augment.py); the data stages and evaluate do not import it
+        # augment_config.py, not the torch code of augment.py); the data stages and evaluate do not
         assert _stale_stages(project) == {f"tune@{ARCH}", f"train@{ARCH}", "report"}
     finally:
         augment.write_text(original)
@@ -106,3 +106,19 @@ def test_mlflow_runs_name_the_preset(project):
             if r.data.tags.get("dvc_stage") == f"train@{ARCH}"]
     assert sorted(r.info.run_name for r in runs) == [f"{ARCH}[small]-official-seed0", f"{ARCH}[small]-official-seed1"]
     assert all(r.data.tags["model_summary"].startswith(f"{ARCH} (small preset: ") for r in runs)
+
+
+def test_train_registers_the_best_validation_run_as_champion(project):
+    """The train stage registers lungpipe-<dataset>-<arch>@champion (the evaluate stage reads files only)."""
+    from mlflow import MlflowClient
+
+    from lungpipe.serving.champion import registered_name
+
+    seeds = [project / "models" / ARCH / "official" / f"seed{seed}" for seed in (0, 1)]
+    scores = [json.loads((d / "val_metrics.json").read_text())["score"] for d in seeds]
+    best = seeds[scores.index(max(scores))]  # ties: the first listed
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version_by_alias(registered_name("icbhi_synth", ARCH), "champion")
+    assert version.run_id == json.loads((best / "mlflow_run.json").read_text())["run_id"]
+    assert version.tags["run_dir"] == f"official/{best.name}"

@@ -163,6 +163,48 @@ def test_overlay_of_every_architectures_validation_curve(report):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
 
 
+def test_overlay_figure_names_architectures_in_one_panel(tmp_path, monkeypatch):
+    """Display names run to ~170 characters and may contain "loss" (loss_beta=…): the overlay
+    labels its curves by architecture, all on the validation-metric panel, and lays out cleanly
+    (no "constrained_layout not applied" warning)."""
+    import warnings
+
+    from lungpipe.report import figures
+    from lungpipe.report.outputs import ArchOutputs, RunOutputs
+
+    long = "(small preset: AFF + 1 DDL (d 64, 4 heads) on every input frame, then ResNet 1-1-1-1 width 16 " \
+           "(lungpipe's CPU size); loss_beta=0.1, bias_loss=label_smoothing)"
+    history = [{"epoch": i, "train_loss": 1.0, "val_score": 0.5 + 0.1 * i} for i in range(3)]
+    archs = [ArchOutputs(name, {}, {"display_name": f"{name} {long}", "headline": "score", "task": "icbhi"},
+                         [RunOutputs("official", "0", tmp_path, {}, history, {}, None)])
+             for name in ("cnn6", "resnet50", "ast", "add4rsc_ast", "add4rsc_resnet50", "mrinet")]
+    drawn = {}
+    real = figures.plot_curves
+
+    def spy(series, path, title=None, **kw):
+        drawn.update(series=list(series), **kw)
+        return real(series, path, title, **kw)
+
+    monkeypatch.setattr(figures, "plot_curves", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert figures.overlay_figure(archs, tmp_path / "overlay.png").read_bytes()[:8] == PNG_MAGIC
+    assert drawn == {"series": [a.architecture for a in archs], "split_losses": False, "ylabel": "validation Score"}
+    assert set(figures.overlay_table(archs).architecture) == {a.display_name for a in archs}  # the DVC plot's names
+
+
+def test_the_report_code_imports_neither_torch_nor_mlflow():
+    """The report reads files; TrainConfig's defaults come from torch-free modules (~2.5 s of torch
+    and ~2 s of MLflow the report stage does not pay)."""
+    import sys
+
+    code = ("import sys; import lungpipe.report, lungpipe.training.config; "
+            "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
 def test_links_never_publish_credentials():
     url, label = mlflow_link({"run_id": "r1", "experiment_id": "3", "run_name": "x",
                               "tracking_uri": "https://me:secret@mlflow.example"})

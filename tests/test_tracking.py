@@ -119,6 +119,22 @@ def test_a_run_is_linked_to_its_data_code_and_experiment(store, monkeypatch):
     assert [m.name for m in models if m.source_run_id == result.run_id] == ["icbhi_synth-cnn6-small-official-seed0"]
 
 
+def test_the_logged_model_carries_every_step_0_metric_of_its_run(store):
+    """The run's final metrics (test_*, best_val_*, best_epoch) and its epoch-0 and step-0 system
+    metrics are the LoggedModel's metrics, as MLflow links them to a model logged at step 0."""
+    from mlflow import MlflowClient
+
+    result = run_training(_job(store))
+    client = MlflowClient(store["uri"])
+    run = client.get_run(result.run_id)
+    at_step_0 = {(m.key, m.value) for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)
+                 if m.step == 0}
+    [model] = client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                          filter_string=f"source_run_id = '{result.run_id}'")
+    assert {(m.key, m.value) for m in model.metrics} == at_step_0
+    assert {"best_epoch", "test_score", "best_val_score", "val_score", "train_loss"} <= {k for k, _ in at_step_0}
+
+
 def test_same_inputs_replace_the_run_other_params_add_one(store):
     first = run_training(_job(store, epochs=1))
     import shutil

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from lungpipe.data import portable as pm
 
@@ -70,6 +69,8 @@ def _one_pole_pair(x: np.ndarray, sample_rate: int, cutoff_hz: float, highpass: 
     """Two passes of a one-pole filter (|H| ≈ 1 / (1 + (f/fc)²) low-pass, 1 / (1 + (fc/f)²)
     high-pass). ``lfilter`` runs the recursion sample by sample, one multiply-add order fixed by
     its direct form, so the result does not depend on the CPU's vector units."""
+    from scipy.signal import lfilter  # lazy: ~1.5 s, and every stage imports this module (data.sources)
+
     pole = float(pm.exp(-2.0 * np.pi * float(cutoff_hz) / float(sample_rate)))
     if highpass:
         b, a = [pole, -pole], [1.0, -pole]

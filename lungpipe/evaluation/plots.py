@@ -77,24 +77,26 @@ def plot_confusion(confusion, class_names: Sequence[str], path: str | os.PathLik
 # training curves
 # --------------------------------------------------------------------------------------------
 def plot_curves(history: Mapping[str, Sequence[float | None]], path: str | os.PathLike,
-                title: str | None = None) -> Path:
+                title: str | None = None, *, split_losses: bool = True, ylabel: str = "value") -> Path:
     """Per-epoch curves as a PNG: series whose name contains ``loss`` on a left panel, all other
-    series (scores, accuracy, learning rate) on a right panel; a panel is left out when empty.
+    series (scores, accuracy, learning rate) on a right panel labelled ``ylabel``; a panel is left
+    out when empty. ``split_losses=False``: every series on one panel (for series of one quantity
+    whose names may contain "loss", e.g. a model's ``loss_beta`` setting).
 
     ``history`` maps a series name to one value per epoch (epochs count from 1); ``None`` or NaN
     leaves a gap (e.g. an epoch without validation). Series may differ in length.
     """
     if not history:
         raise ValueError("history is empty: nothing to plot")
-    losses = {k: v for k, v in history.items() if "loss" in k.lower()}
+    losses = {k: v for k, v in history.items() if split_losses and "loss" in k.lower()}
     others = {k: v for k, v in history.items() if k not in losses}
-    panels = [(group, label) for group, label in ((losses, "loss"), (others, "value")) if group]
+    panels = [(group, label) for group, label in ((losses, "loss"), (others, ylabel)) if group]
 
     # readable at the report's width: 7.5 x 5 in per panel, 11-13 pt text, the legend below
     # the axes when it has many entries
     n_series = max(len(group) for group, _ in panels)
     fig = _new_figure(7.5 * len(panels), 5.0 + 0.22 * max(0, n_series - 4))
-    for index, (group, ylabel) in enumerate(panels, start=1):
+    for index, (group, panel_label) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, len(panels), index)
         for name, values in group.items():
             series = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
@@ -103,7 +105,7 @@ def plot_curves(history: Mapping[str, Sequence[float | None]], path: str | os.Pa
                     label=name)
         ax.set_xlabel("epoch", fontsize=12)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel, fontsize=12)
+        ax.set_ylabel(panel_label, fontsize=12)
         ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
         if len(group) > 4:

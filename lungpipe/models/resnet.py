@@ -1,10 +1,12 @@
 """ResNet50 (bottleneck ResNet) on single-channel spectrograms.
 
-The network is torchvision's ResNet design built from torchvision's own ``Bottleneck`` block, with
+The network is torchvision's ResNet design (ResNet v1.5: the 3×3 conv of a bottleneck strides) with
 the stage depths and the stem width as settings: a 7×7/2 stem conv (``in_channels`` → width), BN,
 ReLU, 3×3/2 max-pool, stages ``layer1``… with ``width·2^i`` bottleneck planes (output ×4), the
-first block of stages 2+ striding by 2, global average pooling, dropout, a linear head. Module
-names equal torchvision's, so ImageNet ResNet50 state dicts load by name.
+first block of stages 2+ striding by 2, global average pooling, dropout, a linear head. The
+bottleneck block is lungpipe's own (:class:`BottleneckBlock`); its module names and creation order
+equal torchvision's, so ImageNet ResNet50 state dicts load by name and a seeded build draws the
+same initial weights. torchvision is imported only when its ImageNet weights are asked for.
 
 Presets: ``paper`` = ResNet50 (depths 3-4-6-3, width 64, 2048-d feature) with a 1-channel stem
 and a ``num_classes`` head (23,509,956 parameters for 4 classes); ``small`` = the same design
@@ -23,8 +25,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights
-from torchvision.models.resnet import Bottleneck
 
 from lungpipe.models.base import LungModel, init_conv_bn
 from lungpipe.models.pretrained import (
@@ -67,6 +67,36 @@ class ResNetConfig:
     base_width: int = 64
 
 
+class BottleneckBlock(nn.Module):
+    """Residual bottleneck: 1×1 conv reducing to ``planes`` channels, 3×3 conv (carrying the
+    block's ``stride``), 1×1 conv expanding to ``planes · expansion``, each followed by BN (and
+    ReLU but the last); the input, passed through ``downsample`` when given, is added before the
+    final ReLU. Convolutions have no bias (BN follows them)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        # submodules in this order: their names are the state-dict keys, their creation order the RNG draws
+        self.conv1 = nn.Conv2d(in_ch, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_ch, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        y += x if self.downsample is None else self.downsample(x)
+        return self.relu(y)
+
+
 class BottleneckResNet(nn.Module):
     """Bottleneck ResNet trunk: ``(B, in_channels, H, W)`` → pooled feature ``(B, feature_dim)``."""
 
@@ -99,14 +129,14 @@ class BottleneckResNet(nn.Module):
 
     @staticmethod
     def _stage(in_ch: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
-        out_ch = planes * Bottleneck.expansion
+        out_ch = planes * BottleneckBlock.expansion
         shortcut = None
         if stride != 1 or in_ch != out_ch:
             shortcut = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
             )
-        units = [Bottleneck(in_ch, planes, stride=stride, downsample=shortcut)]
-        units += [Bottleneck(out_ch, planes) for _ in range(blocks - 1)]
+        units = [BottleneckBlock(in_ch, planes, stride=stride, downsample=shortcut)]
+        units += [BottleneckBlock(out_ch, planes) for _ in range(blocks - 1)]
         return nn.Sequential(*units), out_ch
 
     def _init_weights(self) -> None:
@@ -154,6 +184,9 @@ def load_resnet_pretrained(backbone: BottleneckResNet, spec: str) -> LoadReport:
     source = resolve_source(spec, aliases=IMAGENET_ALIASES)
     if source.kind == "remote":
         if source.location in IMAGENET_ALIASES.values():
+            # lazy: torchvision (its import pulls in torch._dynamo, ~2 s) only names the weights' URL
+            from torchvision.models import ResNet50_Weights
+
             url = ResNet50_Weights[source.location].url
         else:
             url = source.location

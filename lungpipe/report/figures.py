@@ -92,12 +92,17 @@ def write_overlay_csv(archs: list[ArchOutputs], path: Path) -> Path:
 
 
 def overlay_figure(archs: list[ArchOutputs], path: Path) -> Path | None:
+    """The overlay table's curves in one panel, each labelled with its architecture's name (the
+    display names, with the preset's description, are too long for a legend: the table beside
+    the figure gives them)."""
     table = overlay_table(archs)
     if table.empty:
         return None
+    short = {a.display_name: a.architecture for a in archs}
     series = {}
     for name, group in table.groupby("architecture", sort=False):
         by_epoch = dict(zip(group["epoch"], group["value"]))
-        series[name] = [by_epoch.get(e) for e in range(1, int(group["epoch"].max()) + 1)]
+        series[short.get(name, name)] = [by_epoch.get(e) for e in range(1, int(group["epoch"].max()) + 1)]
     label = metric_label(archs[0].headline)
-    return plot_curves(series, path, title=f"Validation {label} per epoch, mean over runs")
+    return plot_curves(series, path, title=f"Validation {label} per epoch, mean over runs", split_losses=False,
+                       ylabel=f"validation {label}")

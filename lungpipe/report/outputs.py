@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lungpipe.util.errors import LungpipeError
+from lungpipe.util.yaml_load import safe_load
 
 
 class NoResultsError(LungpipeError):
@@ -100,7 +99,7 @@ def read_architecture(root: Path, arch: str) -> ArchOutputs:
     runs = [read_run(root / "models" / arch / Path(key), details["headline"], per_run)
             for key in details.get("runs_scored", [])]
     tuned_file = root / "tuned" / f"{arch}.yaml"
-    tuned = yaml.safe_load(tuned_file.read_text(encoding="utf-8")) if tuned_file.is_file() else None
+    tuned = safe_load(tuned_file.read_text(encoding="utf-8")) if tuned_file.is_file() else None
     out = ArchOutputs(arch, _json(metrics_file), details, runs, tuned)
     if details.get("selection") == "test":
         out.notes.append("model selected on the TEST split (split.selection: test): optimistic, for reproducing "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lungpipe.training.augment import AugmentConfig
+from lungpipe.training.augment_config import AugmentConfig
 from lungpipe.util.typed_config import require, require_choice
 
 __all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULES", "SELECTIONS", "AugmentConfig", "SplitConfig", "TrainConfig"]
