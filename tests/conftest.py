@@ -54,3 +54,10 @@ def _torch_threads():
         pass
     yield
 
+
+def pytest_collection_modifyitems(config, items):
+    """Files with ``slow`` tests run first: pytest-xdist (``--dist loadfile``, in pyproject's
+    addopts) hands whole files to its workers in this order, so the long ones start early instead
+    of leaving one worker busy at the end. Within a file the order stays as written."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keep their order
