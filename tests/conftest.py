@@ -40,6 +40,9 @@ THREADS = _threads_per_process()
 # need another value set it in the child's environment themselves. Set, not defaulted: the xdist
 # workers inherit the controller's environment, where the worker count is not known yet.
 os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+# Every `dvc` command the tests run (and DVC's own queue workers) would start an analytics daemon,
+# another Python process, that tries to post a usage report (tests/tiny_project.py already sets it).
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
