@@ -145,23 +145,21 @@ def test_sigkilled_preprocess_leaves_nothing_in_data_features_and_the_next_run_s
 
     root = _project(tmp_path)
     repo = Path(__file__).resolve().parents[1]
+    from lungpipe.data.icbhi import build_manifest
+    from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi
+
+    raw = root / "data" / "raw"  # the inputs, written here (the processes below are the preprocess runs)
+    write_synthetic_icbhi(raw, SynthConfig(seed=2, n_patients=6, recordings_per_patient=(2, 3)))
+    atomic.write_csv(root / "data" / "manifest.csv", build_manifest(raw).cycles)
     script = (
         "import sys; from pathlib import Path; root = Path(sys.argv[1])\n"
-        "from lungpipe.util.atomic import write_csv\n"
-        "from lungpipe.data.icbhi import build_manifest\n"
-        "from lungpipe.data.synth import SynthConfig, write_synthetic_icbhi\n"
         "from lungpipe.features import CycleConfig, FrontendConfig, PreprocessConfig, preprocess\n"
         "raw = root / 'data' / 'raw'\n"
-        "if not raw.exists():\n"
-        "    write_synthetic_icbhi(raw, SynthConfig(seed=2, n_patients=6, recordings_per_patient=(2, 3)))\n"
-        "    write_csv(root / 'data' / 'manifest.csv', build_manifest(raw).cycles)\n"
-        "    sys.exit(0)\n"
         "cfg = PreprocessConfig(cycle=CycleConfig(max_len_s=8.0), frontend=FrontendConfig(n_mels=128), workers=2)\n"
         "preprocess(root / 'data' / 'manifest.csv', raw, root / 'data' / 'features' / 'small', cfg, progress=False)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     run = [sys.executable, "-c", script, str(root)]
-    subprocess.run(run, env=env, check=True)  # the raw folder and manifest
     staging = root / atomic.STAGING_DIR_NAME
     proc = subprocess.Popen(run, env=env, start_new_session=True)
     deadline = time.monotonic() + 120

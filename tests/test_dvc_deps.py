@@ -117,22 +117,33 @@ def test_walker_finds_imports_inside_functions_and_registry_strings():
     assert "lungpipe/report/build.py" not in files
 
 
-def test_every_stage_depends_on_all_the_code_it_imports(stages):
+@pytest.fixture(scope="module")
+def closures(stages) -> dict[str, set[str]]:
+    """{stage name: the repository-relative files its script imports}, walked once per script
+    (the stages of one foreach share it) for the two tests below, which only read it."""
+    by_script: dict[Path, set[str]] = {}
+    for stage in stages.values():
+        script = _script(stage["cmd"])
+        if script not in by_script:
+            by_script[script] = {str(p.relative_to(REPO)) for p in code_closure(REPO, script)}
+    return {name: by_script[_script(stage["cmd"])] for name, stage in stages.items()}
+
+
+def test_every_stage_depends_on_all_the_code_it_imports(stages, closures):
     missing = {}
     for name, stage in stages.items():
-        script = _script(stage["cmd"])
-        needed = sorted(str(p.relative_to(REPO)) for p in code_closure(REPO, script))
+        needed = sorted(closures[name])
         lacking = [p for p in needed if not covered(p, stage["deps"])]
         if lacking:
             missing[name] = lacking
     assert not missing, f"dvc.yaml misses code dependencies (stage: files): {missing}"
 
 
-def test_no_stage_depends_on_code_it_does_not_import(stages):
+def test_no_stage_depends_on_code_it_does_not_import(stages, closures):
     """Extra code deps rerun a stage for nothing (e.g. a report change retraining every model)."""
     extra = {}
     for name, stage in stages.items():
-        needed = {str(p.relative_to(REPO)) for p in code_closure(REPO, _script(stage["cmd"]))}
+        needed = closures[name]
         code_deps = [d for d in stage["deps"] if d.startswith(("lungpipe", "stages"))]
         unused = [d for d in code_deps if not any(n == d or n.startswith(d + "/") for n in needed)]
         if unused:

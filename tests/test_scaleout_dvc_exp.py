@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow_store import fresh_db
 
 from lungpipe.tracking import resolve_tracking_uri, user_repo_root
 
@@ -66,7 +67,7 @@ def test_temp_and_queued_experiments_log_into_the_users_store(tmp_path):
     project.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", DVC_NO_ANALYTICS="1")  # no usage-report daemon per dvc command
     (project / "log_run.py").write_text(STAGE.format(repo=str(REPO), experiment=EXPERIMENT))
     (project / "params.yaml").write_text("variant: 0\nhold_s: 0\n")
     (project / "dvc.yaml").write_text(textwrap.dedent("""\
@@ -83,6 +84,7 @@ def test_temp_and_queued_experiments_log_into_the_users_store(tmp_path):
     _run(["git", "add", "-A"], project, env)
     _run(["git", "commit", "-qm", "tiny project"], project, env)
     db = project / "mlflow.db"
+    fresh_db(db)  # the user's store exists (empty; git-ignored, so no experiment copy has it)
 
     _run(["dvc", "repro"], project, env)
     assert len(_runs(db)) == 1

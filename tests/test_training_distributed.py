@@ -192,7 +192,9 @@ def test_the_train_stage_launches_torchrun_and_rank_0_alone_writes(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     features = write_feature_dir(tmp_path / "data/features" / params["arch"]["cnn6"]["frontend"], n_train=48,
                                  n_test=21, n_frames=32, n_mels=16)
-    env = {**worker_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    from mlflow_store import fresh_db
+
+    env = {**worker_env(), "MLFLOW_TRACKING_URI": fresh_db(tmp_path / "mlflow.db")}  # an existing, empty store
     proc = subprocess.run([sys.executable, str(tmp_path / "stages/train.py"), "cnn6"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -97,23 +97,27 @@ def _stage(script: str, *args: str, params: dict, tmp_path: Path, debug: bool = 
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("script, args, edit, message", [
+@pytest.mark.parametrize("script, args, edit, message, check_debug", [
     ("train.py", ("cnn6",), {"arch.cnn6.train.lr": [float("nan"), float("nan")]},
-     "error: arch.cnn6.train.lr: expected a number, got [nan, nan] (list)"),
+     "error: arch.cnn6.train.lr: expected a number, got [nan, nan] (list)", False),
     ("download.py", (), {"data.folds": ["official", 1]},
-     "error: data.folds ['official', 1] mixes 'official' with fold numbers"),
+     "error: data.folds ['official', 1] mixes 'official' with fold numbers", True),
 ])
-def test_a_stage_with_a_bad_param_prints_one_error_line_and_no_traceback(script, args, edit, message, tmp_path):
+def test_a_stage_with_a_bad_param_prints_one_error_line_and_no_traceback(script, args, edit, message, check_debug,
+                                                                         tmp_path):
     """What `dvc repro` shows: the stage exits 1 before any work with `error: <key>: …`; brackets
-    in the message survive (no rich markup); LUNGPIPE_DEBUG=1 shows the traceback."""
+    in the message survive (no rich markup); LUNGPIPE_DEBUG=1 shows the traceback (run for one
+    stage: every stage's main is the same report_errors wrapper, and a second start of the train
+    stage, which imports torch and MLflow, cost ~10 s for the same assertion)."""
     params = _edited(edit)
     done = _stage(script, *args, params=params, tmp_path=tmp_path)
     assert done.returncode == 1, done
     assert "Traceback" not in done.stderr
     assert message in done.stderr
     assert not (tmp_path / "data").exists()
-    debug = _stage(script, *args, params=params, tmp_path=tmp_path, debug=True)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
+    if check_debug:
+        debug = _stage(script, *args, params=params, tmp_path=tmp_path, debug=True)
+        assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
 
 
 def test_the_error_printer_keeps_brackets(capsys):

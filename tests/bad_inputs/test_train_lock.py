@@ -23,6 +23,7 @@ from lungpipe.util.locks import LOCK_NAME, FolderLock, ensure_writable
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from featuredir import write_feature_dir
+from mlflow_store import fresh_db
 
 
 def test_a_second_holder_is_refused_naming_the_pid(tmp_path):
@@ -87,6 +88,8 @@ def _alive(pid: int) -> bool:
 
 def test_an_orphaned_trainer_blocks_a_second_one_until_it_dies(tmp_path):
     root = _project(tmp_path / "repo", epochs=100_000)  # trains until killed
+    # the store exists (as after a first run): the orphan, SIGKILLed below, is not left creating its tables
+    fresh_db(root / "mlflow.db")
     lock = root / "checkpoints" / "cnn6" / LOCK_NAME  # the stage locks the architecture's checkpoint folder
     # the parent plays `dvc repro`: a process whose child is the trainer
     parent = subprocess.Popen(["sh", "-c", f"{sys.executable} stages/train.py cnn6 --fold official; sleep 600"],
@@ -99,6 +102,9 @@ def test_an_orphaned_trainer_blocks_a_second_one_until_it_dies(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)
         assert _alive(orphan), "the trainer should outlive its killed parent"
+        # paused, not ended: it still holds the lock and its PID is alive, but leaves the CPU to the
+        # second trainer's start-up (it trained flat out until killed, beside the other tests)
+        os.kill(orphan, signal.SIGSTOP)
 
         second = subprocess.run(check=False, args=[sys.executable, "stages/train.py", "cnn6"], cwd=root, env=_env(root),
                                 capture_output=True, text=True, timeout=300)
