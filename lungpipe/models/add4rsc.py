@@ -151,12 +151,10 @@ AST_PAPER_PRESET: dict[str, Any] = {
 # small: fast CPU runs. 64 features = the default profile's 64 mel bins, so the mel axis is not resized
 # (halving it to 32 blurred wheezes away and the model stopped learning); every input frame is a time
 # token (the default profile's 4 s cycles at a 20 ms hop give 199; halving them cost ADD4RSC-AST ~0.1 Score).
-# 2 heads of width 32: the two attention maps per head over 199 tokens are the layer's main cost, and
-# 4 heads of width 16 cost ~25 ms more per CPU step for the same test Score (ADD4RSC-AST 0.57 vs 0.58).
 SMALL_PRESET: dict[str, Any] = {
     "time_tokens": 0,
     "denoise_d_model": 64,
-    "denoise_num_heads": 2,
+    "denoise_num_heads": 4,
     "denoise_layers": 1,
     "denoise_depth": 6,
     "aff_blocks": 4,
@@ -299,7 +297,7 @@ def _build(backbone_name: str, cfg: ADD4RSCConfig) -> ADD4RSC:
     summaries={
         "paper": "AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then AST-base with stride-16 patches "
         "(1024), position embedding left random (as released)",
-        "small": "AFF + 1 DDL (d 64, 2 heads) on every input frame, then the small AST (lungpipe's CPU size)",
+        "small": "AFF + 1 DDL (d 64, 4 heads) on every input frame, then the small AST (lungpipe's CPU size)",
     },
 )
 def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
@@ -313,7 +311,7 @@ def build_add4rsc_ast(cfg: ADD4RSCConfig) -> ADD4RSC:
     "ADD4RSC denoiser (adaptive frequency filter + differential denoise layer) before ResNet50",
     summaries={
         "paper": "AFF + 1 DDL (d 256, 8 heads) on 1024×256 tokens, then ResNet50 3-4-6-3 (as released)",
-        "small": "AFF + 1 DDL (d 64, 2 heads) on every input frame, then ResNet 1-1-1-1 width 16 (lungpipe's CPU size)",
+        "small": "AFF + 1 DDL (d 64, 4 heads) on every input frame, then ResNet 1-1-1-1 width 16 (lungpipe's CPU size)",
     },
 )
 def build_add4rsc_resnet50(cfg: ADD4RSCConfig) -> ADD4RSC:
